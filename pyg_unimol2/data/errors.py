@@ -46,3 +46,17 @@ class EmptyMoleculeError(FeaturizationError):
     """The molecule has no atom left after hydrogen removal."""
 
     reason = 'no atoms'
+
+
+class GraphMatchError(FeaturizationError):
+    """The bond graph perceived from the coordinates does not match the
+    molecular graph of the template (SMILES) given for the molecule."""
+
+    reason = 'graph does not match template'
+
+
+class BondPerceptionError(FeaturizationError):
+    """Bonds (connectivity or bond orders) could not be perceived from the
+    coordinates alone."""
+
+    reason = 'bond perception failed'

@@ -175,17 +175,29 @@ def _parse_smiles(smiles: str) -> Chem.Mol:
     raise InvalidSmilesError(smiles)
 
 
+#: Successive ETKDGv3 settings tried until one embeds. The first is RDKit's
+#: default with a capped attempt count (conformers are identical to the
+#: uncapped default whenever it succeeds); strained polycycles such as
+#: helicenes, which the torsion knowledge cannot satisfy, then embed without
+#: it; random starting coordinates are the last resort.
+EMBED_ATTEMPTS = (dict(maxIterations=50), dict(useBasicKnowledge=False),
+                  dict(useRandomCoords=True))
+
+
 def _embed(mol: Chem.Mol, name: str, seed: int, optimize: bool) -> Chem.Mol:
     """Adds hydrogens to :obj:`mol` and embeds one conformer with ETKDGv3
-    (retried once from random coordinates), then optimizes it with MMFF94
-    when :obj:`optimize` is set and MMFF parameters exist."""
+    (trying the settings of :data:`EMBED_ATTEMPTS` in turn), then optimizes
+    it with MMFF94 when :obj:`optimize` is set and MMFF parameters exist."""
     mol = Chem.AddHs(mol)
-    params = AllChem.ETKDGv3()
-    params.randomSeed = seed
-    if AllChem.EmbedMolecule(mol, params) < 0:
-        params.useRandomCoords = True
-        if AllChem.EmbedMolecule(mol, params) < 0:
-            raise EmbeddingError(name, f'ETKDGv3, seed {seed}')
+    for settings in EMBED_ATTEMPTS:
+        params = AllChem.ETKDGv3()
+        params.randomSeed = seed
+        for key, value in settings.items():
+            setattr(params, key, value)
+        if AllChem.EmbedMolecule(mol, params) >= 0:
+            break
+    else:
+        raise EmbeddingError(name, f'ETKDGv3, seed {seed}')
     if optimize and AllChem.MMFFHasAllMoleculeParams(mol):
         AllChem.MMFFOptimizeMolecule(mol)
     return mol
@@ -207,7 +219,7 @@ def from_smiles(smiles: str, *, seed: int = 0, remove_hs: bool = True,
     r"""Featurizes a SMILES string with one generated 3D conformer.
 
     The hydrogen-added molecule is embedded with RDKit ETKDGv3 seeded with
-    :obj:`seed`; if that fails, once more from random coordinates. The
+    :obj:`seed` (falling back as described in :data:`EMBED_ATTEMPTS`). The
     conformer is then optimized with MMFF94 (skipped for molecules without
     MMFF parameters). Salts and other disconnected molecules are accepted.
     With ``seed=42`` the conformer is the one ``unimol_tools`` generates

@@ -1,0 +1,76 @@
+"""Benchmark datasets of the Uni-Mol2 paper as PyG ``InMemoryDataset``s."""
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from torch_geometric.data import Data, InMemoryDataset
+
+from .compas1d import COMPAS1D, COMPAS1D_TARGETS
+from .qm9 import QM9, QM9_TARGETS
+
+__all__ = ['QM9', 'QM9_TARGETS', 'COMPAS1D', 'COMPAS1D_TARGETS',
+           'SelectTargets', 'load_property_dataset']
+
+_TABLES = {'qm9': QM9_TARGETS, 'compas1d': COMPAS1D_TARGETS}
+
+
+class SelectTargets:
+    """Transform keeping the columns :obj:`index` of ``y`` (in that order)."""
+
+    def __init__(self, index: Sequence[int]) -> None:
+        self.index = list(index)
+
+    def __call__(self, data: Data) -> Data:
+        data = data.clone()
+        data.y = data.y[:, self.index]
+        return data
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}({self.index})'
+
+
+def load_property_dataset(
+        name: str, root: str, targets: Sequence[str], *,
+        subset: Optional[int] = None, seed: int = 0,
+        workers: Optional[int] = None, csv_path: Optional[str] = None,
+        progress: bool = True
+) -> Tuple[InMemoryDataset, List[str], Dict[str, str]]:
+    r"""Opens (processing on first use) a benchmark dataset with ``y``
+    restricted to :obj:`targets`.
+
+    Args:
+        name (str): ``'qm9'`` or ``'compas1d'``.
+        root (str): cache folder; the dataset lives in ``root/<name>``.
+        targets (Sequence[str]): target names, keys of
+            :data:`QM9_TARGETS` / :data:`COMPAS1D_TARGETS`.
+        subset (int, optional): a random subset of this many molecules,
+            drawn with :obj:`seed`. (default: :obj:`None`: all)
+        seed (int): subset seed. (default: :obj:`0`)
+        workers (int, optional): featurization processes.
+        csv_path (str, optional): COMPAS-1D CSV (else ``root/compas1d/raw/``).
+        progress (bool): progress bar while processing.
+
+    Returns:
+        (dataset, target names, ``{target: unit}``); every item's ``y`` is
+        ``[1, len(targets)]`` in the order of :obj:`targets`.
+    """
+    key = name.lower().replace('-', '')
+    if key not in _TABLES:
+        raise ValueError(f'unknown dataset {name!r}; expected one of '
+                         f'{sorted(_TABLES)}')
+    table = _TABLES[key]
+    unknown = [t for t in targets if t not in table]
+    if unknown:
+        raise ValueError(f'unknown {key} targets {unknown}; available: '
+                         f'{list(table)}')
+    transform = SelectTargets([table[t].index for t in targets])
+    subset_seed = seed if subset is not None else None
+    if key == 'qm9':
+        dataset = QM9(osp.join(root, 'qm9'), subset=subset,
+                      subset_seed=subset_seed, workers=workers,
+                      progress=progress, transform=transform)
+    else:
+        dataset = COMPAS1D(osp.join(root, 'compas1d'), csv_path=csv_path,
+                           subset=subset, subset_seed=subset_seed,
+                           workers=workers, progress=progress,
+                           transform=transform)
+    return dataset, list(targets), {t: table[t].unit for t in targets}

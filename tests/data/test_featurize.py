@@ -223,17 +223,18 @@ def test_atom_limit_is_checked_before_embedding(monkeypatch):
         from_smiles('CC', max_atoms=7, remove_hs=False)  # + 6 H
 
 
-def test_embedding_failure_retries_with_random_coordinates(monkeypatch):
+def test_embedding_failure_tries_every_fallback(monkeypatch):
     calls = []
 
     def embed(mol, params):
-        calls.append(params.useRandomCoords)
+        calls.append((params.maxIterations, params.useBasicKnowledge,
+                      params.useRandomCoords))
         return -1
 
     monkeypatch.setattr(AllChem, 'EmbedMolecule', embed)
     with pytest.raises(EmbeddingError, match="'CCO'"):
         from_smiles('CCO')
-    assert calls == [False, True]
+    assert calls == [(50, True, False), (0, False, False), (0, True, True)]
 
 
 def test_from_mol_errors_name_the_molecule():
