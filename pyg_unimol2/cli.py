@@ -1,0 +1,150 @@
+"""The ``unimol2`` command line: ``finetune`` and ``predict``."""
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .data.splits import (load_split, random_split, save_split,
+                          scaffold_split)
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    from .datasets import load_property_dataset
+    from .train.finetune import FinetuneConfig, finetune
+
+    dataset, targets, units = load_property_dataset(
+        args.dataset, args.root, args.targets.split(','), subset=args.subset,
+        workers=args.workers, csv_path=args.csv)
+    out = Path(args.out)
+    split_path = Path(args.split_file) if args.split_file else \
+        out / f'split_{args.split}_seed{args.seed}.npz'
+    if split_path.exists():
+        split = load_split(split_path)
+    elif args.split == 'scaffold':
+        split = scaffold_split([d.smiles for d in dataset], seed=args.seed)
+    else:
+        split = random_split(len(dataset), seed=args.seed)
+    save_split(split, split_path)
+
+    config = FinetuneConfig(
+        preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, warmup_ratio=args.warmup_ratio, loss=args.loss,
+        pooler_dropout=args.pooler_dropout, seed=args.seed,
+        num_workers=args.num_workers, device=args.device, out=str(out))
+    results = finetune(dataset, split, targets, config)
+    print(f'\nTest MAE (best validation epoch {results["best_epoch"]}):')
+    print(f'{"target":<10} {"MAE":>12} {"train-mean MAE":>16}  unit')
+    for name in targets:
+        print(f'{name:<10} {results["test_mae"][name]:>12.6f} '
+              f'{results["train_mean_baseline_mae"][name]:>16.6f}  '
+              f'{units[name]}')
+    print(f'checkpoint: {out / "best.pt"}; TensorBoard: tensorboard '
+          f'--logdir {out}')
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from .models.regressor import load_regressor
+    from .train.predict import (predict_smiles, read_smiles,
+                                write_predictions)
+
+    model = load_regressor(args.checkpoint)
+    smiles = read_smiles(args.smiles)
+    preds, result = predict_smiles(model, smiles, args.batch_size,
+                                   args.workers, args.seed, args.device)
+    write_predictions(args.out, smiles, preds, result, model.target_names)
+    print(f'wrote {len(result.data)} predictions to {args.out}')
+    if result.failures:
+        print(f'{len(result.failures)} molecules skipped (see '
+              f'{Path(args.out).with_suffix(".failures.csv")}):')
+        for failure in result.failures[:20]:
+            print(f'  line {failure.index + 1}: {failure.reason}')
+
+
+def _build_hdf5(args: argparse.Namespace) -> None:
+    from .data.store import build_store
+
+    build_store(args.inputs, args.out_dir, workers=args.workers,
+                shard_size=args.shard_size, seed=args.seed, limit=args.limit,
+                max_atoms=args.max_atoms, optimize=not args.no_optimize,
+                chunksize=args.chunksize, progress=not args.no_progress)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='unimol2', description=__doc__)
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    ft = sub.add_parser('finetune', help='fine-tune on QM9 or COMPAS-1D')
+    ft.add_argument('--dataset', choices=['qm9', 'compas1d'], required=True)
+    ft.add_argument('--targets', required=True,
+                    help='comma-separated, e.g. homo,lumo,gap')
+    ft.add_argument('--root', default='data', help='dataset cache directory')
+    ft.add_argument('--csv', default=None,
+                    help='COMPAS-1D CSV file (else ROOT/compas1d/raw/)')
+    ft.add_argument('--subset', type=int, default=None,
+                    help='use a seeded random subset of this many molecules')
+    ft.add_argument('--preset', default='small')
+    ft.add_argument('--epochs', type=int, default=40)
+    ft.add_argument('--batch-size', type=int, default=32)
+    ft.add_argument('--lr', type=float, default=1e-4)
+    ft.add_argument('--warmup-ratio', type=float, default=0.06)
+    ft.add_argument('--loss', choices=['smooth_l1', 'l1'], default='smooth_l1')
+    ft.add_argument('--pooler-dropout', type=float, default=0.0)
+    ft.add_argument('--split', choices=['random', 'scaffold'], default='random')
+    ft.add_argument('--split-file', default=None,
+                    help='reuse (or write) the split in this .npz file')
+    ft.add_argument('--seed', type=int, default=0)
+    ft.add_argument('--workers', type=int, default=None,
+                    help='featurization processes (default: all cores)')
+    ft.add_argument('--num-workers', type=int, default=0,
+                    help='DataLoader worker processes')
+    ft.add_argument('--device', default='cpu')
+    ft.add_argument('--out', default='runs/finetune')
+    ft.set_defaults(func=_finetune)
+
+    pr = sub.add_parser('predict', help='predict properties for SMILES')
+    pr.add_argument('--checkpoint', required=True)
+    pr.add_argument('--smiles', required=True,
+                    help='.smi/.txt (one SMILES per line) or .csv file')
+    pr.add_argument('--out', required=True, help='output CSV')
+    pr.add_argument('--batch-size', type=int, default=64)
+    pr.add_argument('--workers', type=int, default=None)
+    pr.add_argument('--seed', type=int, default=0)
+    pr.add_argument('--device', default='cpu')
+    pr.set_defaults(func=_predict)
+
+    bh = sub.add_parser(
+        'build-hdf5', help='featurize SMILES files into a sharded HDF5 store',
+        description='Embeds one conformer per molecule (ETKDGv3 + MMFF94) '
+        'in parallel and writes a sharded HDF5 store with a manifest and a '
+        'failure report. Rerunning resumes an interrupted build; a '
+        'complete store is left untouched.')
+    bh.add_argument('inputs', nargs='+', metavar='INPUT',
+                    help='.smi, .csv or .tsv files, optionally gzipped')
+    bh.add_argument('out_dir', metavar='OUT_DIR', help='store directory')
+    bh.add_argument('--workers', type=int, default=None,
+                    help='featurization processes (default: all cores)')
+    bh.add_argument('--shard-size', type=int, default=10000,
+                    help='input records per shard (default: 10000)')
+    bh.add_argument('--seed', type=int, default=0,
+                    help='ETKDG seed of every molecule (default: 0)')
+    bh.add_argument('--limit', type=int, default=None,
+                    help='use only the first LIMIT input records')
+    bh.add_argument('--max-atoms', type=int, default=256,
+                    help='skip molecules with more heavy atoms (max 256)')
+    bh.add_argument('--no-optimize', action='store_true',
+                    help='skip the MMFF94 optimization')
+    bh.add_argument('--chunksize', type=int, default=8,
+                    help='molecules sent to a worker at once (default: 8)')
+    bh.add_argument('--no-progress', action='store_true',
+                    help='no progress bar')
+    bh.set_defaults(func=_build_hdf5)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

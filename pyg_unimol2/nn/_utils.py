@@ -1,0 +1,43 @@
+"""Small internal helpers shared by the pair-track modules."""
+from typing import Callable, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+
+def token_counts(mask: Optional[Tensor], num_tokens: Optional[Tensor],
+                 batch_size: int, num_nodes: int, dtype: torch.dtype,
+                 device: torch.device) -> Tuple[Tensor, Tensor]:
+    r"""Returns the float token mask ``m`` ``[B, N]`` and the normaliser
+    ``n`` ``[B]`` of the outer product / triangle update.
+
+    :obj:`num_tokens` defaults to the number of real tokens of each
+    molecule (``mask.sum(-1)``), which makes the normalisations independent
+    of padding. Passing the padded length ``N`` for every molecule
+    reproduces the official (padding-dependent) code.
+    """
+    if mask is None:
+        m = torch.ones(batch_size, num_nodes, dtype=dtype, device=device)
+    else:
+        m = mask.to(dtype)
+    if num_tokens is None:
+        n = m.sum(dim=-1)
+    else:
+        n = num_tokens.to(dtype=dtype, device=device)
+    return m, n
+
+
+def row_chunks(fn: Callable[[int, int], Tensor], size: int,
+               chunk_size: Optional[int], dim: int = 1) -> Tensor:
+    r"""Evaluates ``fn(start, end)`` on row blocks ``[start, end)`` of
+    length :obj:`chunk_size` and concatenates the results along :obj:`dim`
+    (a single call if :obj:`chunk_size` is :obj:`None` or covers all rows).
+    """
+    if chunk_size is None or chunk_size >= size:
+        return fn(0, size)
+    if chunk_size < 1:
+        raise ValueError(f"'chunk_size' must be positive (got {chunk_size})")
+    outs: List[Tensor] = [
+        fn(i, min(i + chunk_size, size)) for i in range(0, size, chunk_size)
+    ]
+    return torch.cat(outs, dim=dim)

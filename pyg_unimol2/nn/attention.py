@@ -1,0 +1,95 @@
+"""Multi-head self-attention with a pair-representation bias (paper eq. 4)."""
+from typing import Optional
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .inits import bert_init_
+
+
+class SelfAttentionPairBias(nn.Module):
+    r"""Multi-head self-attention over tokens with an additive bias
+    projected from the pair representation, from `"Uni-Mol2: Exploring
+    Molecular Pretraining Model at Scale"
+    <https://arxiv.org/abs/2406.14969>`_ (eq. 4):
+
+    .. math::
+        \mathbf{A}^{h}_{ij} = \mathrm{softmax}_j\!\left(
+        \frac{(\mathbf{W}^h_Q\mathbf{x}_i)^{\top}(\mathbf{W}^h_K\mathbf{x}_j)}
+        {\sqrt{d}} + (\mathbf{W}_B\,\mathbf{p}_{ij} + \mathbf{b}_B)_h
+        + m_j\right), \qquad
+        \mathbf{o}_i = \mathbf{W}_O \big\Vert_{h=1}^{H}
+        \sum_j \mathbf{A}^h_{ij}\,\mathbf{W}^h_V\mathbf{x}_j + \mathbf{b}_O
+
+    with :math:`m_j = -\infty` for padded keys and :math:`0` otherwise (so
+    padded *query* rows still attend to the real keys and never produce
+    NaN). Query/key/value projections have no bias; heads are split
+    head-major (head :math:`h` uses channels :math:`[hd, (h+1)d)`). As in
+    the official code, no layer norm is applied to :math:`\mathbf{p}` here.
+    Runs on :func:`torch.nn.functional.scaled_dot_product_attention`.
+    Names follow the official ``self_attn`` module.
+
+    Args:
+        embed_dim (int): token size :math:`E`.
+        num_heads (int): number of heads :math:`H` (must divide :math:`E`).
+        pair_dim (int): pair size :math:`P`.
+        dropout (float, optional): dropout on the attention weights.
+            (default: :obj:`0.0`)
+
+    Shapes:
+        - **input:** tokens :math:`(B, N, E)`, pairs :math:`(B, N, N, P)`,
+          optional key mask :math:`(B, N)` (``True`` = real)
+        - **output:** :math:`(B, N, E)`
+    """
+    def __init__(self, embed_dim: int, num_heads: int, pair_dim: int,
+                 dropout: float = 0.0):
+        super().__init__()
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"'embed_dim' ({embed_dim}) must be divisible "
+                             f"by 'num_heads' ({num_heads})")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.pair_dim = pair_dim
+        self.dropout = dropout
+        self.linear_q = nn.Linear(embed_dim, embed_dim, bias=False)
+        self.linear_k = nn.Linear(embed_dim, embed_dim, bias=False)
+        self.linear_v = nn.Linear(embed_dim, embed_dim, bias=False)
+        self.linear_o = nn.Linear(embed_dim, embed_dim)
+        self.linear_bias = nn.Linear(pair_dim, num_heads)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        r"""BERT init: :math:`\mathcal{N}(0, 0.02^2)` weights, zero biases."""
+        for lin in (self.linear_q, self.linear_k, self.linear_v,
+                    self.linear_o, self.linear_bias):
+            bert_init_(lin)
+
+    def forward(self, x: Tensor, pair: Tensor,
+                mask: Optional[Tensor] = None) -> Tensor:
+        r"""
+        Args:
+            x (Tensor): tokens ``[B, N, E]``.
+            pair (Tensor): pair representation ``[B, N, N, P]``.
+            mask (BoolTensor, optional): real tokens ``[B, N]``.
+
+        Returns:
+            Tensor: ``[B, N, E]``.
+        """
+        B, N, _ = x.shape
+        H, d = self.num_heads, self.head_dim
+        q = self.linear_q(x).view(B, N, H, d).transpose(1, 2)
+        k = self.linear_k(x).view(B, N, H, d).transpose(1, 2)
+        v = self.linear_v(x).view(B, N, H, d).transpose(1, 2)
+        bias = self.linear_bias(pair).permute(0, 3, 1, 2)  # [B, H, N, N]
+        if mask is not None:
+            bias = bias.masked_fill(~mask.view(B, 1, 1, N), float('-inf'))
+        o = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype),
+            dropout_p=self.dropout if self.training else 0.0)
+        o = o.transpose(1, 2).reshape(B, N, self.embed_dim)
+        return self.linear_o(o)
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({self.embed_dim}, '
+                f'heads={self.num_heads}, pair_dim={self.pair_dim})')

@@ -1,0 +1,152 @@
+"""One two-track (atom + pair) Uni-Mol2 block (paper eqs. 4 and 5)."""
+from typing import Optional, Tuple
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._utils import row_chunks
+from .attention import SelfAttentionPairBias
+from .outer_product import OuterProduct
+from .transition import Transition
+from .triangular_update import TriangularUpdate
+
+
+def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
+    r"""Stochastic depth: zeroes whole samples (dimension 0) with
+    probability :obj:`p` and rescales the others by :math:`1/(1-p)`."""
+    if p == 0.0 or not training:
+        return x
+    keep = x.new_empty((x.size(0), ) + (1, ) * (x.dim() - 1))
+    keep.bernoulli_(1.0 - p)
+    return x * keep.div_(1.0 - p)
+
+
+class UniMol2Block(nn.Module):
+    r"""Pre-norm two-track block from `"Uni-Mol2: Exploring Molecular
+    Pretraining Model at Scale" <https://arxiv.org/abs/2406.14969>`_
+    (eqs. 4 and 5), in the operation order of the official code:
+
+    .. math::
+        \mathbf{x} &\leftarrow \mathbf{x} + \mathrm{Drop}\big(
+        \mathrm{Attn}(\mathrm{LN}(\mathbf{x}), \mathbf{p})\big) \\
+        \mathbf{x} &\leftarrow \mathbf{x} + \mathrm{Drop}\big(
+        \mathrm{FFN}(\mathrm{LN}(\mathbf{x}))\big) \\
+        \mathbf{p} &\leftarrow \mathbf{p} + \mathrm{Drop}\big(
+        \mathrm{OPM}(\mathrm{LN}(\mathbf{x}))\big) \\
+        \mathbf{p} &\leftarrow \mathbf{p} + \mathrm{Drop}_{\mathrm{row}}\big(
+        \mathrm{TriMul}(\mathrm{LN}(\mathbf{p}))\big) \\
+        \mathbf{p} &\leftarrow \mathbf{p} + \mathrm{Drop}\big(
+        \mathrm{FFN}_p(\mathrm{LN}(\mathbf{p}))\big)
+
+    The attention bias is projected from the *un-normalised* pair
+    representation of the previous block; the outer product uses the
+    *updated* atom representation. :math:`\mathrm{Drop}` is element-wise
+    dropout (or per-sample stochastic depth if :obj:`droppath_prob > 0`);
+    :math:`\mathrm{Drop}_{\mathrm{row}}` uses one mask of shape
+    :math:`(B, 1, N, P)` shared along the first pair index. Sub-module names
+    follow the official ``encoder.layers.{i}``.
+
+    Args:
+        embed_dim (int): atom size :math:`E`.
+        pair_dim (int): pair size :math:`P`.
+        pair_hidden_dim (int): outer-product / triangle size :math:`h`.
+        num_heads (int): attention heads :math:`H`.
+        ffn_dim (int, optional): atom FFN hidden size. (default: :obj:`E`)
+        dropout (float, optional): residual dropout. (default: :obj:`0.1`)
+        attention_dropout (float, optional): attention-weight dropout.
+            (default: :obj:`0.1`)
+        activation_dropout (float, optional): dropout inside the FFNs.
+            (default: :obj:`0.0`)
+        pair_dropout (float, optional): row-shared dropout of the triangle
+            update. (default: :obj:`0.25`)
+        droppath_prob (float, optional): stochastic depth rate replacing the
+            residual dropout when positive. (default: :obj:`0.0`)
+
+    Shapes:
+        - **input:** atoms :math:`(B, N, E)`, pairs :math:`(B, N, N, P)`,
+          optional token mask :math:`(B, N)`, optional token counts
+          :math:`(B)`
+        - **output:** atoms :math:`(B, N, E)`, pairs :math:`(B, N, N, P)`
+    """
+    def __init__(self, embed_dim: int, pair_dim: int, pair_hidden_dim: int,
+                 num_heads: int, ffn_dim: Optional[int] = None,
+                 dropout: float = 0.1, attention_dropout: float = 0.1,
+                 activation_dropout: float = 0.0, pair_dropout: float = 0.25,
+                 droppath_prob: float = 0.0):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.pair_dim = pair_dim
+        self.pair_hidden_dim = pair_hidden_dim
+        self.num_heads = num_heads
+        self.ffn_dim = ffn_dim or embed_dim
+        self.dropout = dropout
+        self.pair_dropout = pair_dropout
+        self.droppath_prob = droppath_prob
+
+        self.self_attn = SelfAttentionPairBias(embed_dim, num_heads, pair_dim,
+                                               dropout=attention_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(embed_dim)
+        self.ffn = Transition(embed_dim, self.ffn_dim,
+                              dropout=activation_dropout)
+        self.final_layer_norm = nn.LayerNorm(embed_dim)
+        self.x_layer_norm_opm = nn.LayerNorm(embed_dim)
+        self.opm = OuterProduct(embed_dim, pair_dim, pair_hidden_dim)
+        self.pair_layer_norm_ffn = nn.LayerNorm(pair_dim)
+        self.pair_ffn = Transition(pair_dim, pair_dim,
+                                   dropout=activation_dropout)
+        self.pair_layer_norm_trimul = nn.LayerNorm(pair_dim)
+        self.pair_tri_mul = TriangularUpdate(pair_dim, pair_hidden_dim)
+
+    def reset_parameters(self) -> None:
+        r"""Resets all sub-modules (BERT init, unit layer norms)."""
+        for m in self.children():
+            m.reset_parameters()
+
+    def _drop(self, x: Tensor) -> Tensor:
+        if self.droppath_prob > 0.0:
+            return drop_path(x, self.droppath_prob, self.training)
+        return F.dropout(x, p=self.dropout, training=self.training)
+
+    def _row_drop(self, x: Tensor) -> Tensor:
+        if not self.training or self.pair_dropout == 0.0:
+            return x
+        mask = x.new_ones(x.size(0), 1, x.size(2), x.size(3))
+        return x * F.dropout(mask, p=self.pair_dropout, training=True)
+
+    def forward(self, x: Tensor, pair: Tensor,
+                mask: Optional[Tensor] = None,
+                num_tokens: Optional[Tensor] = None,
+                chunk_size: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+        r"""
+        Args:
+            x (Tensor): atom representation ``[B, N, E]``.
+            pair (Tensor): pair representation ``[B, N, N, P]``.
+            mask (BoolTensor, optional): real tokens ``[B, N]``.
+            num_tokens (Tensor, optional): outer-product / triangle
+                normaliser per molecule ``[B]``; defaults to the real token
+                count.
+            chunk_size (int, optional): evaluate the pair-track modules in
+                blocks of this many rows. (default: :obj:`None`)
+
+        Returns:
+            (Tensor, Tensor): updated atom and pair representations.
+        """
+        x = x + self._drop(self.self_attn(self.self_attn_layer_norm(x), pair,
+                                          mask))
+        x = x + self._drop(self.ffn(self.final_layer_norm(x)))
+
+        pair = pair + self._drop(
+            self.opm(self.x_layer_norm_opm(x), mask, num_tokens, chunk_size))
+        pair = pair + self._row_drop(
+            self.pair_tri_mul(self.pair_layer_norm_trimul(pair), mask,
+                              num_tokens, chunk_size))
+        pair = pair + self._drop(
+            row_chunks(
+                lambda i, j: self.pair_ffn(self.pair_layer_norm_ffn(
+                    pair[:, i:j])), pair.size(1), chunk_size))
+        return x, pair
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({self.embed_dim}, '
+                f'{self.pair_dim}, heads={self.num_heads}, '
+                f'pair_hidden_dim={self.pair_hidden_dim})')

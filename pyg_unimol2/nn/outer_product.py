@@ -1,0 +1,140 @@
+"""Outer-product update of the pair track from the atom track (paper eq. 5)."""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._utils import row_chunks, token_counts
+from .inits import bert_init_
+
+
+class _BilinearRows(torch.autograd.Function):
+    r"""``baddbmm(bias, a, t^T)`` for ``a: [B, n, h]``, ``t: [B, M, h]``,
+    ``bias: [B, 1, M]``, whose backward returns the gradient of :obj:`t` in
+    :obj:`t`'s own layout (plain autograd would produce it transposed and
+    then copy it)."""
+    @staticmethod
+    def forward(ctx, a: Tensor, t: Tensor, bias: Tensor) -> Tensor:
+        ctx.save_for_backward(a, t)
+        return torch.baddbmm(bias, a, t.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        a, t = ctx.saved_tensors
+        a, t = a.to(grad.dtype), t.to(grad.dtype)  # autocast
+        grad_a = grad_t = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_a = torch.bmm(grad, t)
+        if ctx.needs_input_grad[1]:
+            grad_t = torch.bmm(grad.transpose(1, 2), a)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(dim=1, keepdim=True)
+        return grad_a, grad_t, grad_bias
+
+
+class OuterProduct(nn.Module):
+    r"""Outer-product update of the pair representation from the atom
+    representation, from `"Uni-Mol2: Exploring Molecular Pretraining Model
+    at Scale" <https://arxiv.org/abs/2406.14969>`_ (eq. 5):
+
+    .. math::
+        [\mathbf{a}_i ; \mathbf{b}_i] = m_i\,n^{-1/2}\,
+        (\mathbf{W}_{\mathrm{in}}\mathbf{x}_i + \mathbf{b}_{\mathrm{in}}),
+        \qquad
+        \mathbf{z}_{ij} = \frac{\mathbf{W}_{\mathrm{out}}\,
+        \mathrm{vec}(\mathbf{a}_i \otimes \mathbf{b}_j)
+        + \mathbf{b}_{\mathrm{out}}}{\epsilon + m_i m_j n^{-1}}
+
+    with :math:`\mathbf{a}, \mathbf{b} \in \mathbb{R}^{h}`, the flattening
+    :math:`\mathrm{vec}(\mathbf{a}\otimes\mathbf{b})_{ch+e} = a_c b_e`,
+    :math:`m_i \in \{0, 1\}` the token mask, :math:`\epsilon = 10^{-3}`, and
+    :math:`n` the token count of the molecule (CLS included). The official
+    code uses the *padded* length for :math:`n`, which makes a molecule's
+    output depend on its batch; by default this module uses each molecule's
+    own count (pass :obj:`num_tokens` to override). For a real pair the
+    normaliser is one number per molecule, :math:`1/(\epsilon + 1/n)`, and it
+    is folded into :math:`\mathbf{a}` and the bias; pairs with a padded token
+    (unused downstream) hold :math:`\mathbf{b}_{\mathrm{out}}/(\epsilon +
+    1/n)` instead of the official :math:`\mathbf{b}_{\mathrm{out}}/\epsilon`.
+
+    The :math:`(B, N, N, h, h)` outer product is never materialised:
+    :math:`\mathbf{W}_{\mathrm{out}}` viewed as :math:`(Ph, h)` is first
+    contracted with :math:`\mathbf{b}` (:math:`O(BNh^2P)`), then with
+    :math:`\mathbf{a}` in one batched matrix product (:math:`O(BN^2hP)`),
+    instead of :math:`O(BN^2h^2P)`; neither pass copies a transposed
+    tensor. Names follow the official ``opm``
+    module (``linear_in``, ``linear_out``).
+
+    Args:
+        embed_dim (int): atom size :math:`E`.
+        pair_dim (int): pair size :math:`P`.
+        hidden_dim (int, optional): projection size :math:`h`.
+            (default: :obj:`32`)
+        eps (float, optional): :math:`\epsilon`. (default: :obj:`1e-3`)
+
+    Shapes:
+        - **input:** atoms :math:`(B, N, E)`, optional token mask
+          :math:`(B, N)`, optional token counts :math:`(B)`
+        - **output:** :math:`(B, N, N, P)`
+    """
+    def __init__(self, embed_dim: int, pair_dim: int, hidden_dim: int = 32,
+                 eps: float = 1e-3):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.pair_dim = pair_dim
+        self.hidden_dim = hidden_dim
+        self.eps = eps
+        self.linear_in = nn.Linear(embed_dim, 2 * hidden_dim)
+        self.linear_out = nn.Linear(hidden_dim * hidden_dim, pair_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        r"""BERT init: :math:`\mathcal{N}(0, 0.02^2)` weights, zero biases."""
+        bert_init_(self.linear_in)
+        bert_init_(self.linear_out)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None,
+                num_tokens: Optional[Tensor] = None,
+                chunk_size: Optional[int] = None) -> Tensor:
+        r"""
+        Args:
+            x (Tensor): atom representation ``[B, N, E]``.
+            mask (BoolTensor, optional): real tokens ``[B, N]``.
+            num_tokens (Tensor, optional): normaliser :math:`n` per molecule
+                ``[B]``; defaults to the real token count.
+            chunk_size (int, optional): compute the output in blocks of
+                this many rows :math:`i`. (default: :obj:`None`)
+
+        Returns:
+            Tensor: ``[B, N, N, P]``.
+        """
+        B, N, _ = x.shape
+        h, P = self.hidden_dim, self.pair_dim
+        m, n = token_counts(mask, num_tokens, B, N, x.dtype, x.device)
+        ab = self.linear_in(x) * (m * n.pow(-0.5).unsqueeze(-1)).unsqueeze(-1)
+        a, b = ab.split(h, dim=-1)
+        # For a real pair, 1 / (eps + m_i m_j / n) = 1 / (eps + 1 / n) is one
+        # number per molecule; fold it into `a` and the bias. (Pairs with a
+        # padded token get bias / (eps + 1 / n) instead of the official
+        # bias / eps; both are unused downstream.)
+        norm = 1.0 / (self.eps + 1.0 / n)  # [B]
+        a = a * norm.view(B, 1, 1)
+
+        # t[b, j, (p, c)] = sum_e W[p, c, e] * b[b, j, e]: a plain linear map
+        # with W viewed as [P * h, h] (no weight copy) ...
+        t = F.linear(b, self.linear_out.weight.view(P * h, h).to(b.dtype))
+        t = t.view(B, N * P, h)
+        bias = self.linear_out.bias.to(t.dtype).repeat(N)  # [N * P]
+        bias = bias.view(1, 1, N * P) * norm.view(B, 1, 1)
+
+        def rows(start: int, end: int) -> Tensor:
+            # ... then z[b, i, (j, p)] = sum_c a[b, i, c] t[b, (j, p), c]
+            z = _BilinearRows.apply(a[:, start:end], t, bias)
+            return z.view(B, end - start, N, P)
+
+        return row_chunks(rows, N, chunk_size)
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({self.embed_dim}, '
+                f'{self.pair_dim}, hidden_dim={self.hidden_dim})')

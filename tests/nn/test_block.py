@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from pyg_unimol2.nn import UniMol2Block, drop_path
+
+
+def randomize(module):
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+
+
+def test_block_order_of_operations():
+    torch.manual_seed(0)
+    block = UniMol2Block(16, 8, 4, num_heads=4).eval()
+    assert str(block) == 'UniMol2Block(16, 8, heads=4, pair_hidden_dim=4)'
+    randomize(block)  # layer norms differ, so the order is visible
+
+    B, N = 2, 5
+    x, pair = torch.randn(B, N, 16), torch.randn(B, N, N, 8)
+    mask = torch.ones(B, N, dtype=torch.bool)
+    mask[1, 3:] = False
+    out_x, out_p = block(x, pair, mask)
+
+    b = block
+    # attention sees the *un-normalised* pair; OPM uses the *updated* x
+    rx = x + b.self_attn(b.self_attn_layer_norm(x), pair, mask)
+    rx = rx + b.ffn(b.final_layer_norm(rx))
+    rp = pair + b.opm(b.x_layer_norm_opm(rx), mask)
+    rp = rp + b.pair_tri_mul(b.pair_layer_norm_trimul(rp), mask)
+    rp = rp + b.pair_ffn(b.pair_layer_norm_ffn(rp))
+    assert torch.allclose(out_x, rx, atol=1e-6)
+    assert torch.allclose(out_p, rp, atol=1e-6)
+
+    ck_x, ck_p = block(x, pair, mask, chunk_size=2)
+    assert torch.allclose(ck_x, out_x, atol=1e-6)
+    assert torch.allclose(ck_p, out_p, atol=1e-5)
+
+
+def test_block_parameter_names():
+    block = UniMol2Block(16, 8, 4, num_heads=4)
+    prefixes = {n.split('.')[0] for n, _ in block.named_parameters()}
+    assert prefixes == {
+        'self_attn', 'self_attn_layer_norm', 'ffn', 'final_layer_norm',
+        'x_layer_norm_opm', 'opm', 'pair_layer_norm_ffn', 'pair_ffn',
+        'pair_layer_norm_trimul', 'pair_tri_mul'
+    }
+
+
+def test_row_shared_pair_dropout():
+    torch.manual_seed(0)
+    block = UniMol2Block(8, 8, 2, num_heads=2, pair_dropout=0.25).train()
+    ones = torch.ones(3, 6, 6, 8)
+    out = block._row_drop(ones)
+    # one mask of shape [B, 1, N, P]: identical for every first index i
+    assert torch.equal(out, out[:, :1].expand_as(out))
+    assert torch.allclose(out.unique(), torch.tensor([0.0, 1 / 0.75]))
+    block.eval()
+    assert torch.equal(block._row_drop(ones), ones)
+
+
+def test_dropout_train_vs_eval():
+    torch.manual_seed(0)
+    block = UniMol2Block(8, 8, 2, num_heads=2)
+    x, pair = torch.randn(2, 4, 8), torch.randn(2, 4, 4, 8)
+    block.eval()
+    e1, e2 = block(x, pair), block(x, pair)
+    assert torch.equal(e1[1], e2[1])
+    block.train()
+    assert not torch.allclose(block(x, pair)[1], e1[1])
+
+
+@pytest.mark.parametrize('p', [0.0, 0.5])
+def test_drop_path(p):
+    torch.manual_seed(0)
+    x = torch.ones(64, 3, 4)
+    out = drop_path(x, p, training=True)
+    per_sample = out.flatten(1)
+    assert torch.equal(per_sample, per_sample[:, :1].expand_as(per_sample))
+    if p == 0.0:
+        assert torch.equal(out, x)
+    else:
+        assert set(out.unique().tolist()) <= {0.0, 2.0}
+    assert torch.equal(drop_path(x, p, training=False), x)
