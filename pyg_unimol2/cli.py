@@ -30,7 +30,9 @@ def _finetune(args: argparse.Namespace) -> None:
         preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, warmup_ratio=args.warmup_ratio, loss=args.loss,
         pooler_dropout=args.pooler_dropout, seed=args.seed,
-        num_workers=args.num_workers, device=args.device, out=str(out))
+        num_workers=args.num_workers, device=args.device, out=str(out),
+        max_minutes=args.max_minutes,
+        model_overrides=_dropout_overrides(args))
     results = finetune(dataset, split, targets, config)
     print(f'\nTest MAE (best validation epoch {results["best_epoch"]}):')
     print(f'{"target":<10} {"MAE":>12} {"train-mean MAE":>16}  unit')
@@ -40,6 +42,16 @@ def _finetune(args: argparse.Namespace) -> None:
               f'{units[name]}')
     print(f'checkpoint: {out / "best.pt"}; TensorBoard: tensorboard '
           f'--logdir {out}')
+
+
+def _dropout_overrides(args: argparse.Namespace) -> dict:
+    """Model dropout rates given on the command line (others: preset)."""
+    overrides = {}
+    if args.dropout is not None:
+        overrides.update(dropout=args.dropout, attention_dropout=args.dropout)
+    if args.pair_dropout is not None:
+        overrides.update(pair_dropout=args.pair_dropout)
+    return overrides
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -84,11 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help='use a seeded random subset of this many molecules')
     ft.add_argument('--preset', default='small')
     ft.add_argument('--epochs', type=int, default=40)
+    ft.add_argument('--max-minutes', type=float, default=None,
+                    help='stop after the last epoch expected to end within '
+                    'this wall-clock budget')
     ft.add_argument('--batch-size', type=int, default=32)
     ft.add_argument('--lr', type=float, default=1e-4)
     ft.add_argument('--warmup-ratio', type=float, default=0.06)
     ft.add_argument('--loss', choices=['smooth_l1', 'l1'], default='smooth_l1')
     ft.add_argument('--pooler-dropout', type=float, default=0.0)
+    ft.add_argument('--dropout', type=float, default=None,
+                    help='residual and attention dropout (default: 0.1 as '
+                    'the official model)')
+    ft.add_argument('--pair-dropout', type=float, default=None,
+                    help='triangle-update dropout (default: 0.25)')
     ft.add_argument('--split', choices=['random', 'scaffold'], default='random')
     ft.add_argument('--split-file', default=None,
                     help='reuse (or write) the split in this .npz file')

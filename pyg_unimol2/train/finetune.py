@@ -39,6 +39,7 @@ class FinetuneConfig:
     num_workers: int = 0
     device: str = 'cpu'
     out: str = 'runs/finetune'
+    max_minutes: Optional[float] = None
     model_overrides: Dict[str, float] = field(default_factory=dict)
 
 
@@ -138,6 +139,12 @@ def finetune(dataset: Dataset, split: Split, target_names: List[str],
         if score < best:
             best, best_epoch = score, epoch
             save_checkpoint(model, config, out / 'best.pt')
+        elapsed = time.time() - start
+        if config.max_minutes is not None and epoch < config.epochs and \
+                elapsed * (epoch + 1) / epoch > 60 * config.max_minutes:
+            print(f'stopping after epoch {epoch}: another epoch would exceed '
+                  f'the {config.max_minutes:g}-minute budget')
+            break
 
     model.load_state_dict(torch.load(out / 'best.pt', weights_only=False)['model'])
     test_mae = evaluate(model, loaders['test'], device)
@@ -147,7 +154,7 @@ def finetune(dataset: Dataset, split: Split, target_names: List[str],
         targets=target_names, best_epoch=best_epoch,
         test_mae=dict(zip(target_names, test_mae.tolist())),
         train_mean_baseline_mae=dict(zip(target_names, mean_mae.tolist())),
-        seconds=time.time() - start, config=asdict(config))
+        epochs_run=epoch, seconds=time.time() - start, config=asdict(config))
     for name, mae in results['test_mae'].items():
         writer.add_scalar(f'test_mae/{name}', mae, best_epoch)
     writer.close()

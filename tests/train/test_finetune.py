@@ -103,3 +103,12 @@ def test_predict_writes_csv_and_reports_bad_smiles(run, tmp_path, capsys):
     assert [int(f['index']) for f in failures] == [1, 3]
     assert "'not_a_smiles'" in failures[0]['reason']
     assert 'line 2' in capsys.readouterr().out
+
+
+def test_time_budget_stops_training_early(run, tmp_path):
+    tmp, args = run
+    args = list(args)
+    args[args.index('--out') + 1] = str(tmp_path / 'budget')
+    main(args + ['--max-minutes', '1e-4'])  # far less than one epoch
+    results = json.loads((tmp_path / 'budget' / 'results.json').read_text())
+    assert results['epochs_run'] == 1 and results['best_epoch'] == 1
