@@ -1,4 +1,4 @@
-"""The ``unimol2`` command line: ``finetune`` and ``predict``."""
+"""The ``unimol2`` command line: ``finetune``, ``predict`` and ``build-hdf5``."""
 import argparse
 import sys
 from pathlib import Path

@@ -1,13 +1,16 @@
-"""Benchmark datasets of the Uni-Mol2 paper as PyG ``InMemoryDataset``s."""
+"""Datasets: the Uni-Mol2 benchmarks (QM9, COMPAS-1D) in memory and the
+sharded on-disk HDF5 conformer store."""
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch_geometric.data import Data, InMemoryDataset
 
 from .compas1d import COMPAS1D, COMPAS1D_TARGETS
+from .hdf5 import HDF5MoleculeDataset
 from .qm9 import QM9, QM9_TARGETS
 
 __all__ = ['QM9', 'QM9_TARGETS', 'COMPAS1D', 'COMPAS1D_TARGETS',
+           'HDF5MoleculeDataset',
            'SelectTargets', 'load_property_dataset']
 
 _TABLES = {'qm9': QM9_TARGETS, 'compas1d': COMPAS1D_TARGETS}
