@@ -2,7 +2,9 @@
 #              make test  (the test suite)
 # Both create .venv and install pinned dependencies on first use. `make run`
 # skips the from-source build of torch_scatter, which only the tests and the
-# README's GNN example use.
+# README's GNN example use. The quickstart trains with one PyTorch thread:
+# with two, training this small model dropped from 159 to 9 molecules/s
+# while another process kept one core busy (OpenMP threads wait on each other).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -31,7 +33,7 @@ $(FULL): $(CORE)
 
 run: $(CORE)
 	$(VENV)/bin/unimol2 finetune --dataset qm9 --targets gap --subset 20000 \
-		--preset tiny --epochs 6 --lr 5e-4 --max-minutes 10 --out runs/quickstart
+		--preset tiny --epochs 6 --lr 5e-4 --max-minutes 10 --threads 1 --out runs/quickstart
 
 test: $(FULL)
 	$(PY) -m pytest -n 2 -q tests

@@ -9,8 +9,13 @@ from .data.splits import (load_split, random_split, save_split,
 
 
 def _finetune(args: argparse.Namespace) -> None:
+    import torch
+
     from .datasets import load_property_dataset
     from .train.finetune import FinetuneConfig, finetune
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     dataset, targets, units = load_property_dataset(
         args.dataset, args.root, args.targets.split(','), subset=args.subset,
@@ -97,8 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument('--preset', default='small')
     ft.add_argument('--epochs', type=int, default=40)
     ft.add_argument('--max-minutes', type=float, default=None,
-                    help='stop after the last epoch expected to end within '
-                    'this wall-clock budget')
+                    help='wall-clock training budget: stop (after a last '
+                    'validation) when it is spent')
+    ft.add_argument('--threads', type=int, default=None,
+                    help='PyTorch CPU threads (1 is fastest for small '
+                    'models on a busy machine)')
     ft.add_argument('--batch-size', type=int, default=32)
     ft.add_argument('--lr', type=float, default=1e-4)
     ft.add_argument('--warmup-ratio', type=float, default=0.06)

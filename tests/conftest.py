@@ -4,6 +4,11 @@ from pathlib import Path
 from typing import List
 
 import pytest
+import torch
+
+# pytest-xdist runs one worker per core: one thread each avoids
+# oversubscribing the cores (OpenMP threads then wait on each other).
+torch.set_num_threads(1)
 
 #: ``shared/`` sits beside the repository (override with UNIMOL2_SHARED).
 SHARED = Path(os.environ.get(

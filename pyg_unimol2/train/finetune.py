@@ -111,6 +111,8 @@ def finetune(dataset: Dataset, split: Split, target_names: List[str],
           f'{len(split["train"])}/{len(split["valid"])}/{len(split["test"])}')
     best, best_epoch, step = math.inf, -1, 0
     start = time.time()
+    deadline = math.inf if config.max_minutes is None else \
+        start + 60 * config.max_minutes
     for epoch in range(1, config.epochs + 1):
         model.train()
         bar = tqdm(loaders['train'], desc=f'epoch {epoch}/{config.epochs}',
@@ -129,6 +131,8 @@ def finetune(dataset: Dataset, split: Split, target_names: List[str],
             writer.add_scalar('train/lr', scheduler.get_last_lr()[0], step)
             writer.add_scalar('train/grad_norm', grad_norm.item(), step)
             bar.set_postfix(loss=f'{loss.item():.4f}')
+            if time.time() > deadline:
+                break
 
         valid_mae = evaluate(model, loaders['valid'], device)
         score = (valid_mae / model.std).mean().item()
@@ -139,11 +143,9 @@ def finetune(dataset: Dataset, split: Split, target_names: List[str],
         if score < best:
             best, best_epoch = score, epoch
             save_checkpoint(model, config, out / 'best.pt')
-        elapsed = time.time() - start
-        if config.max_minutes is not None and epoch < config.epochs and \
-                elapsed * (epoch + 1) / epoch > 60 * config.max_minutes:
-            print(f'stopping after epoch {epoch}: another epoch would exceed '
-                  f'the {config.max_minutes:g}-minute budget')
+        if time.time() > deadline:
+            print(f'stopping in epoch {epoch}: the {config.max_minutes:g}-'
+                  f'minute budget is spent')
             break
 
     model.load_state_dict(torch.load(out / 'best.pt', weights_only=False)['model'])
