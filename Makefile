@@ -33,7 +33,7 @@ $(FULL): $(CORE)
 
 run: $(CORE)
 	$(VENV)/bin/unimol2 finetune --dataset qm9 --targets gap --subset 20000 \
-		--preset tiny --epochs 6 --lr 5e-4 --max-minutes 10 --threads 1 --out runs/quickstart
+		--preset tiny --epochs 6 --lr 5e-4 --max-minutes 9 --threads 1 --out runs/quickstart
 
 test: $(FULL)
 	$(PY) -m pytest -n 2 -q tests

@@ -1,5 +1,6 @@
 """Datasets: the Uni-Mol2 benchmarks (QM9, COMPAS-1D) in memory and the
 sharded on-disk HDF5 conformer store."""
+import copy
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -23,7 +24,7 @@ class SelectTargets:
         self.index = list(index)
 
     def __call__(self, data: Data) -> Data:
-        data = data.clone()
+        data = copy.copy(data)  # shallow: only ``y`` is replaced
         data.y = data.y[:, self.index]
         return data
 

@@ -43,7 +43,7 @@ class FinetuneConfig:
     model_overrides: Dict[str, float] = field(default_factory=dict)
 
 
-def lr_lambda(step: int, warmup: int, total: int) -> float:
+def lr_lambda(step: float, warmup: int, total: int) -> float:
     """Linear warmup to 1, then linear decay to 0 (polynomial power 1)."""
     if step < warmup:
         return (step + 1) / warmup
@@ -102,8 +102,6 @@ def finetune(dataset: Dataset, split: Split, target_names: List[str],
                                   weight_decay=config.weight_decay)
     total = config.epochs * len(loaders['train'])
     warmup = max(1, int(config.warmup_ratio * total))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_lambda(s, warmup, total))
 
     writer = SummaryWriter(str(out))
     print(f'{model!r}: {sum(p.numel() for p in model.parameters()):,} '
@@ -111,27 +109,29 @@ def finetune(dataset: Dataset, split: Split, target_names: List[str],
           f'{len(split["train"])}/{len(split["valid"])}/{len(split["test"])}')
     best, best_epoch, step = math.inf, -1, 0
     start = time.time()
-    deadline = math.inf if config.max_minutes is None else \
-        start + 60 * config.max_minutes
+    budget = math.inf if config.max_minutes is None else 60 * config.max_minutes
     for epoch in range(1, config.epochs + 1):
         model.train()
         bar = tqdm(loaders['train'], desc=f'epoch {epoch}/{config.epochs}',
                    unit='batch', dynamic_ncols=True)
         for batch in bar:
             batch = batch.to(device)
+            progress = max(step, total * (time.time() - start) / budget)
+            lr = config.lr * lr_lambda(progress, warmup, total)
+            for group in optimizer.param_groups:
+                group['lr'] = lr
             loss = _loss(model(batch), model.standardize(batch.y), config.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
                                                        config.clip_norm)
             optimizer.step()
-            scheduler.step()
             step += 1
             writer.add_scalar('train/loss', loss.item(), step)
-            writer.add_scalar('train/lr', scheduler.get_last_lr()[0], step)
+            writer.add_scalar('train/lr', lr, step)
             writer.add_scalar('train/grad_norm', grad_norm.item(), step)
             bar.set_postfix(loss=f'{loss.item():.4f}')
-            if time.time() > deadline:
+            if time.time() - start > budget:
                 break
 
         valid_mae = evaluate(model, loaders['valid'], device)
@@ -143,7 +143,7 @@ def finetune(dataset: Dataset, split: Split, target_names: List[str],
         if score < best:
             best, best_epoch = score, epoch
             save_checkpoint(model, config, out / 'best.pt')
-        if time.time() > deadline:
+        if time.time() - start > budget:
             print(f'stopping in epoch {epoch}: the {config.max_minutes:g}-'
                   f'minute budget is spent')
             break

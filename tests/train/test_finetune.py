@@ -58,7 +58,10 @@ def test_tensorboard_logs_losses_lr_and_validation_mae(run):
     steps = len(losses) // 4
     assert np.mean(losses[-steps:]) < np.mean(losses[:steps])  # it learns
     lrs = [e.value for e in events.Scalars('train/lr')]
-    assert max(lrs) == pytest.approx(5e-4) and lrs[-1] == pytest.approx(0.0)
+    peak = int(np.argmax(lrs))
+    assert lrs[peak] == pytest.approx(5e-4) and lrs[-1] < 0.05 * lrs[peak]
+    assert np.all(np.diff(lrs[:peak + 1]) > 0)  # warmup
+    assert np.all(np.diff(lrs[peak + 1:]) < 0)  # linear decay
 
 
 def test_checkpoint_reproduces_the_reported_test_mae(run):
@@ -109,6 +112,11 @@ def test_time_budget_stops_training_early(run, tmp_path):
     tmp, args = run
     args = list(args)
     args[args.index('--out') + 1] = str(tmp_path / 'budget')
-    main(args + ['--max-minutes', '1e-4'])  # far less than one epoch
+    main(args + ['--max-minutes', '0.05'])  # 3 s: less than one epoch
     results = json.loads((tmp_path / 'budget' / 'results.json').read_text())
     assert results['epochs_run'] == 1 and results['best_epoch'] == 1
+    events = EventAccumulator(str(tmp_path / 'budget'))
+    events.Reload()
+    lrs = [e.value for e in events.Scalars('train/lr')]
+    assert len(lrs) < 25  # stopped inside the first of 4 epochs ...
+    assert lrs[-1] < 0.2 * max(lrs)  # ... with the schedule run down on time
