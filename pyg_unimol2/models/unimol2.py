@@ -314,8 +314,7 @@ class UniMol2(nn.Module):
         atoms = x[:, 1:]
         pos_pred = None
         if compute_pos:
-            disp = self.movement_pred_head(atoms, pair[:, 1:, 1:], delta,
-                                           atom_mask)
+            disp = self.movement_pred_head(atoms, pair, delta, atom_mask)
             pos_pred = pos + disp.to(pos.dtype)
         logits = None
         if masked_tokens is not None:

@@ -1,7 +1,7 @@
 """One two-track (atom + pair) Uni-Mol2 block (paper eqs. 4 and 5)."""
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor, nn
 
 from ._utils import row_chunks
@@ -11,14 +11,18 @@ from .transition import Transition
 from .triangular_update import TriangularUpdate
 
 
+def _keep_mask(like: Tensor, shape: Sequence[int], p: float) -> Tensor:
+    r"""Bernoulli keep mask of :obj:`shape`, scaled by :math:`1/(1-p)`."""
+    mask = like.new_empty(shape).bernoulli_(1.0 - p)
+    return mask.div_(1.0 - p)
+
+
 def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
     r"""Stochastic depth: zeroes whole samples (dimension 0) with
     probability :obj:`p` and rescales the others by :math:`1/(1-p)`."""
     if p == 0.0 or not training:
         return x
-    keep = x.new_empty((x.size(0), ) + (1, ) * (x.dim() - 1))
-    keep.bernoulli_(1.0 - p)
-    return x * keep.div_(1.0 - p)
+    return x * _keep_mask(x, (x.size(0), ) + (1, ) * (x.dim() - 1), p)
 
 
 class UniMol2Block(nn.Module):
@@ -102,16 +106,26 @@ class UniMol2Block(nn.Module):
         for m in self.children():
             m.reset_parameters()
 
-    def _drop(self, x: Tensor) -> Tensor:
+    def _residual(self, x: Tensor, y: Tensor) -> Tensor:
+        r"""``x + Drop(y)`` in one pass (``addcmul`` with the scaled mask)."""
+        if not self.training:
+            return x + y
         if self.droppath_prob > 0.0:
-            return drop_path(x, self.droppath_prob, self.training)
-        return F.dropout(x, p=self.dropout, training=self.training)
+            p = self.droppath_prob
+            shape = (y.size(0), ) + (1, ) * (y.dim() - 1)
+        elif self.dropout > 0.0:
+            p, shape = self.dropout, y.shape
+        else:
+            return x + y
+        return torch.addcmul(x, y, _keep_mask(y, shape, p))
 
-    def _row_drop(self, x: Tensor) -> Tensor:
+    def _row_residual(self, x: Tensor, y: Tensor) -> Tensor:
+        r"""``x + Drop_row(y)`` with one mask ``[B, 1, N, P]`` shared along
+        the first pair index."""
         if not self.training or self.pair_dropout == 0.0:
-            return x
-        mask = x.new_ones(x.size(0), 1, x.size(2), x.size(3))
-        return x * F.dropout(mask, p=self.pair_dropout, training=True)
+            return x + y
+        shape = (y.size(0), 1, y.size(2), y.size(3))
+        return torch.addcmul(x, y, _keep_mask(y, shape, self.pair_dropout))
 
     def forward(self, x: Tensor, pair: Tensor,
                 mask: Optional[Tensor] = None,
@@ -131,16 +145,19 @@ class UniMol2Block(nn.Module):
         Returns:
             (Tensor, Tensor): updated atom and pair representations.
         """
-        x = x + self._drop(self.self_attn(self.self_attn_layer_norm(x), pair,
-                                          mask))
-        x = x + self._drop(self.ffn(self.final_layer_norm(x)))
+        x = self._residual(
+            x, self.self_attn(self.self_attn_layer_norm(x), pair, mask))
+        x = self._residual(x, self.ffn(self.final_layer_norm(x)))
 
-        pair = pair + self._drop(
+        pair = self._residual(
+            pair,
             self.opm(self.x_layer_norm_opm(x), mask, num_tokens, chunk_size))
-        pair = pair + self._row_drop(
+        pair = self._row_residual(
+            pair,
             self.pair_tri_mul(self.pair_layer_norm_trimul(pair), mask,
                               num_tokens, chunk_size))
-        pair = pair + self._drop(
+        pair = self._residual(
+            pair,
             row_chunks(
                 lambda i, j: self.pair_ffn(self.pair_layer_norm_ffn(
                     pair[:, i:j])), pair.size(1), chunk_size))

@@ -151,12 +151,10 @@ class PairEmbedding(nn.Module):
         inner = self.shorest_path_encoder(spd) + bond / K
         if extra is not None:
             inner = inner + extra
-        t = self.vnode_virtual_distance.weight.to(inner.dtype).view(1, 1, P)
-        out = inner.new_empty(B, N, N, P)
-        out[:, 0] = t
-        out[:, 1:, 0] = t
-        out[:, 1:, 1:] = inner
-        return out
+        # CLS column, then CLS row (concatenation: its backward is a view).
+        t = self.vnode_virtual_distance.weight.to(inner.dtype)
+        out = torch.cat([t.view(1, 1, 1, P).expand(B, L, 1, P), inner], dim=2)
+        return torch.cat([t.view(1, 1, 1, P).expand(B, 1, N, P), out], dim=1)
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}({self.pair_dim})'

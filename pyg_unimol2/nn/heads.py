@@ -45,7 +45,9 @@ class PositionHead(nn.Module):
     Shapes:
         - **input:** atoms :math:`(B, L, E)`, pairs :math:`(B, L, L, P)`,
           relative positions :math:`\delta_{ij} = \mathbf{r}_j - \mathbf{r}_i`
-          :math:`(B, L, L, 3)`, optional atom mask :math:`(B, L)`
+          :math:`(B, L, L, 3)`, optional atom mask :math:`(B, L)` (the
+          pairs may also be given as :math:`(B, L + 1, L + 1, P)`, CLS
+          first)
         - **output:** displacements :math:`(B, L, 3)`
     """
     def __init__(self, embed_dim: int, pair_dim: int, num_heads: int,
@@ -78,7 +80,10 @@ class PositionHead(nn.Module):
         r"""
         Args:
             x (Tensor): atom representation ``[B, L, E]``.
-            pair (Tensor): atom-pair representation ``[B, L, L, P]``.
+            pair (Tensor): atom-pair representation ``[B, L, L, P]``, or
+                ``[B, L + 1, L + 1, P]`` with a leading CLS row and column,
+                which are dropped after the (per-pair) projection; this
+                saves slicing and copying the large pair tensor.
             delta (Tensor): ``delta[b, i, j] = pos[b, j] - pos[b, i]``,
                 ``[B, L, L, 3]``.
             mask (BoolTensor, optional): real atoms ``[B, L]``.
@@ -94,6 +99,8 @@ class PositionHead(nn.Module):
         v = self.v_proj(y).view(B, L, H, d).transpose(1, 2)
         logits = torch.matmul(q * d**-0.5, k.transpose(-1, -2))
         bias = self.linear_bias(self.pair_layer_norm(pair))
+        if bias.size(1) == L + 1:  # drop the CLS row/column after projecting
+            bias = bias[:, 1:, 1:]
         logits = logits + bias.permute(0, 3, 1, 2)
         if mask is not None:
             logits = logits.masked_fill(~mask.view(B, 1, 1, L),

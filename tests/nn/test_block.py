@@ -51,13 +51,28 @@ def test_block_parameter_names():
 def test_row_shared_pair_dropout():
     torch.manual_seed(0)
     block = UniMol2Block(8, 8, 2, num_heads=2, pair_dropout=0.25).train()
-    ones = torch.ones(3, 6, 6, 8)
-    out = block._row_drop(ones)
+    base, ones = torch.full((3, 6, 6, 8), 2.0), torch.ones(3, 6, 6, 8)
+    out = block._row_residual(base, ones) - base
     # one mask of shape [B, 1, N, P]: identical for every first index i
     assert torch.equal(out, out[:, :1].expand_as(out))
     assert torch.allclose(out.unique(), torch.tensor([0.0, 1 / 0.75]))
     block.eval()
-    assert torch.equal(block._row_drop(ones), ones)
+    assert torch.equal(block._row_residual(base, ones), base + ones)
+
+
+def test_residual_dropout():
+    torch.manual_seed(0)
+    block = UniMol2Block(8, 8, 2, num_heads=2, dropout=0.5).train()
+    base, ones = torch.zeros(4, 5, 5, 8), torch.ones(4, 5, 5, 8)
+    out = block._residual(base, ones)
+    assert torch.allclose(out.unique(), torch.tensor([0.0, 2.0]))
+    assert 0.3 < (out == 0).float().mean() < 0.7  # element-wise
+    block = UniMol2Block(8, 8, 2, num_heads=2, droppath_prob=0.5).train()
+    out = block._residual(torch.zeros(64, 5, 5, 8),
+                          torch.ones(64, 5, 5, 8)).flatten(1)
+    assert torch.equal(out, out[:, :1].expand_as(out))  # per sample
+    block.eval()
+    assert torch.equal(block._residual(base, ones), ones)
 
 
 def test_dropout_train_vs_eval():

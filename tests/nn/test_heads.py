@@ -55,6 +55,11 @@ def test_position_head():
     assert torch.allclose(out, naive_position_head(head, x, pair, delta,
                                                    mask), atol=1e-5)
 
+    # pairs may come with a leading CLS row/column, dropped inside
+    with_cls = torch.randn(B, L + 1, L + 1, 8)
+    with_cls[:, 1:, 1:] = pair
+    assert torch.allclose(head(x, with_cls, delta, mask), out, atol=1e-6)
+
     # rotation equivariance, translation invariance
     R = random_rotation()
     moved = pos @ R.T + torch.tensor([1.0, -2.0, 3.0])
