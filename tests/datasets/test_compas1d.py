@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from conftest import COMPAS_CSV
+from conftest import COMPAS_CSV, mol_from_data
 from rdkit import Chem
 
 from pyg_unimol2.datasets import load_property_dataset
@@ -30,28 +30,6 @@ def ds(tmp_path_factory):
     root = tmp_path_factory.mktemp('compas')
     return COMPAS1D(str(root), csv_path=str(COMPAS_CSV), subset=N, workers=2,
                     progress=False)
-
-
-def _mol_from_data(data) -> Chem.Mol:
-    mol = Chem.RWMol()
-    for z, row in zip(data.z.tolist(), data.x.tolist()):
-        atom = Chem.Atom(z)
-        atom.SetFormalCharge(row[3] - 5)
-        atom.SetNumExplicitHs(row[4])
-        atom.SetNoImplicit(True)
-        mol.AddAtom(atom)
-    types = [Chem.BondType.SINGLE, Chem.BondType.DOUBLE, Chem.BondType.TRIPLE,
-             Chem.BondType.AROMATIC]
-    for (i, j), attr in zip(data.edge_index.t().tolist(),
-                            data.edge_attr.tolist()):
-        if i < j:
-            mol.AddBond(i, j, types[attr[0]])
-            if attr[0] == 3:
-                mol.GetBondBetweenAtoms(i, j).SetIsAromatic(True)
-                mol.GetAtomWithIdx(i).SetIsAromatic(True)
-                mol.GetAtomWithIdx(j).SetIsAromatic(True)
-    Chem.SanitizeMol(mol)
-    return mol
 
 
 def test_count_targets_and_units(ds, rows):
@@ -96,7 +74,7 @@ def test_graph_and_conformer(ds):
         assert data.z.tolist() == [6] * carbons
         assert data.pos.shape == (carbons, 3)
         assert bool(data.has_graph)
-        assert Chem.MolToSmiles(_mol_from_data(data)) == \
+        assert Chem.MolToSmiles(mol_from_data(data)) == \
             Chem.MolToSmiles(Chem.MolFromSmiles(data.smiles))
         # A real 3D conformer: C-C bonds near 1.40 A.
         i, j = data.edge_index

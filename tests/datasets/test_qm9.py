@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import mol_from_data
 from rdkit import Chem
 
 if importlib.util.find_spec('qm9pack') is None:
@@ -62,30 +63,6 @@ def _xyz(row):
     z = np.array([SYMBOL[e] for e in _parse_list(row['Elements'])])
     pos = np.array(_parse_list(row['XYZ_Ang']), float).reshape(-1, 3)
     return z, pos
-
-
-def _mol_from_data(data) -> Chem.Mol:
-    """RDKit molecule rebuilt from the OGB features of a Data object."""
-    mol = Chem.RWMol()
-    x = data.x.tolist()
-    for z, row in zip(data.z.tolist(), x):
-        atom = Chem.Atom(z)
-        atom.SetFormalCharge(row[3] - 5)
-        atom.SetNumExplicitHs(row[4])
-        atom.SetNoImplicit(True)
-        mol.AddAtom(atom)
-    types = [Chem.BondType.SINGLE, Chem.BondType.DOUBLE, Chem.BondType.TRIPLE,
-             Chem.BondType.AROMATIC]
-    for (i, j), attr in zip(data.edge_index.t().tolist(),
-                            data.edge_attr.tolist()):
-        if i < j:
-            mol.AddBond(i, j, types[attr[0]])
-            if attr[0] == 3:
-                mol.GetBondBetweenAtoms(i, j).SetIsAromatic(True)
-                mol.GetAtomWithIdx(i).SetIsAromatic(True)
-                mol.GetAtomWithIdx(j).SetIsAromatic(True)
-    Chem.SanitizeMol(mol)
-    return mol
 
 
 def test_count_and_identity(ds, raw):
@@ -143,7 +120,7 @@ def test_pos_and_atoms_are_dft_heavy_atoms(ds, raw):
 
 def test_graph_equals_smiles_graph(ds):
     for data in ds:
-        got = Chem.MolToSmiles(_mol_from_data(data), isomericSmiles=False)
+        got = Chem.MolToSmiles(mol_from_data(data), isomericSmiles=False)
         want = Chem.MolToSmiles(Chem.MolFromSmiles(data.smiles),
                                 isomericSmiles=False)
         assert got == want, data.name
