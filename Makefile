@@ -13,8 +13,13 @@ TORCH := torch==2.13.0
 TORCH_SCATTER := torch_scatter==2.1.2
 CORE := $(VENV)/.installed-core
 FULL := $(VENV)/.installed-full
+# The official implementation (unimol_tools, numpy<2.3) in its own virtualenv:
+# the equivalence tests run it in a subprocess, the throughput benchmark runs
+# both implementations in it.
+REF_VENV := .venv-ref
+REF := $(REF_VENV)/.installed
 
-.PHONY: run test install clean
+.PHONY: run test install reference throughput clean
 
 install: $(FULL)
 
@@ -31,12 +36,22 @@ $(FULL): $(CORE)
 	$(PIP) install --quiet --no-build-isolation $(TORCH_SCATTER)
 	touch $(FULL)
 
+$(REF): requirements-reference.txt setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(REF_VENV)/bin/python -m pip install --quiet $(TORCH)
+	$(REF_VENV)/bin/python -m pip install --quiet -r requirements-reference.txt
+	$(REF_VENV)/bin/python -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $(REF)
+
+reference: $(REF)
+
 run: $(CORE)
 	$(VENV)/bin/unimol2 finetune --dataset qm9 --targets gap --subset 20000 \
 		--preset tiny --epochs 6 --lr 5e-4 --max-minutes 9 --threads 1 --out runs/quickstart
 
-test: $(FULL)
-	$(PY) -m pytest -n 2 -q tests
+test: $(FULL) $(REF)
+	UNIMOL2_REFERENCE_PYTHON=$(REF_VENV)/bin/python $(PY) -m pytest -n 2 -q tests
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(REF_VENV) runs

@@ -1,7 +1,12 @@
+from .official import (UNIMOL_TOOLS_HEAD, OfficialLoadReport, load_official,
+                       official_config, read_official_state_dict,
+                       save_official, to_official_state_dict)
 from .unimol2 import (MASK_IDX, PADDING_IDX, PRESETS, UniMol2, UniMol2Config,
                       UniMol2Output)
 
 __all__ = [
     'UniMol2', 'UniMol2Config', 'UniMol2Output', 'PRESETS', 'PADDING_IDX',
-    'MASK_IDX'
+    'MASK_IDX', 'load_official', 'official_config', 'read_official_state_dict',
+    'save_official', 'to_official_state_dict', 'OfficialLoadReport',
+    'UNIMOL_TOOLS_HEAD'
 ]

@@ -241,6 +241,24 @@ class UniMol2(nn.Module):
                            f"(available: {', '.join(PRESETS)})")
         return cls(PRESETS[name], **overrides)
 
+    @classmethod
+    def from_official(cls, source, strict: bool = True,
+                      **overrides) -> 'UniMol2':
+        r"""Loads an official Uni-Mol2 checkpoint (the official training
+        code's or unimol_tools', a path or a loaded object), reading the
+        architecture from its tensor shapes; see
+        :func:`~pyg_unimol2.models.official.load_official`, which also
+        returns a report, and :meth:`to_official` for the reverse."""
+        from .official import load_official
+        return load_official(source, strict, **overrides)[0]
+
+    def to_official(self, layout: str = 'unicore') -> Dict[str, Tensor]:
+        r"""This model's state dict in an official layout (``'unicore'`` or
+        ``'unimol_tools'``); see
+        :func:`~pyg_unimol2.models.official.to_official_state_dict`."""
+        from .official import to_official_state_dict
+        return to_official_state_dict(self, layout)
+
     def reset_parameters(self) -> None:
         r"""Official from-scratch init (see the class docstring)."""
         bert_init_(self.embed_tokens)
