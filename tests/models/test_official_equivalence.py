@@ -30,6 +30,7 @@ from pyg_unimol2.datasets.qm9 import read_qm9pack
 from pyg_unimol2.models import (UNIMOL_TOOLS_HEAD, PRESETS, UniMol2,
                                 load_official, to_official_state_dict)
 from pyg_unimol2.data.xyz import mol_from_xyz
+from pyg_unimol2.nn.heads import ClassificationHead
 
 REFERENCE_PYTHON = os.environ.get('UNIMOL2_REFERENCE_PYTHON')
 RUNNER = Path(__file__).parents[1] / 'reference' / 'unimol_tools_outputs.py'
@@ -104,14 +105,15 @@ def mols():
     return out
 
 
-def run_official(tmp_path: Path, mols, arch, init: str, output_dim: int):
+def run_official(tmp_path: Path, mols, arch, init: str, output_dim: int,
+                 dense_head: bool = False):
     request = tmp_path / 'request.pkl'
     state = tmp_path / 'official.pt'
     out = tmp_path / 'outputs.pkl'
     with open(request, 'wb') as f:
         pickle.dump({'mols': [m.ToBinary() for m in mols], 'arch': arch,
                      'init': init, 'seed': 0, 'output_dim': output_dim,
-                     'state_path': str(state)}, f)
+                     'dense_head': dense_head, 'state_path': str(state)}, f)
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     subprocess.run([REFERENCE_PYTHON, str(RUNNER), str(request), str(out)],
                    check=True, env=env, capture_output=True)
@@ -146,13 +148,17 @@ def max_relative_error(ours: torch.Tensor, official: np.ndarray) -> float:
 
 
 def head_scale(model: UniMol2, cls: torch.Tensor) -> float:
-    linear = model.classification_heads[UNIMOL_TOOLS_HEAD].out_proj
-    terms = linear.weight.abs() @ cls.abs() + linear.bias.abs()
+    head = model.classification_heads[UNIMOL_TOOLS_HEAD]
+    x = torch.tanh(head.dense(cls)) if isinstance(head,
+                                                  ClassificationHead) else cls
+    terms = head.out_proj.weight.abs() @ x.abs() + head.out_proj.bias.abs()
     return float(terms.max())
 
 
-def assert_equivalent(tmp_path, mols, arch, init, output_dim):
-    state, official = run_official(tmp_path, mols, arch, init, output_dim)
+def assert_equivalent(tmp_path, mols, arch, init, output_dim,
+                      dense_head=False):
+    state, official = run_official(tmp_path, mols, arch, init, output_dim,
+                                   dense_head)
     model, report = load_official(state)
     assert report.layout == 'unimol_tools' and not report.ignored
     assert report.heads == [UNIMOL_TOOLS_HEAD]
@@ -228,12 +234,14 @@ def test_equivalent_84M(mols, tmp_path):
 
 def test_equivalent_small_scrambled(mols, tmp_path):
     # A small configuration with every tensor redrawn at unit scale, so that
-    # no path (Gaussian kernel, CLS pair row, biases) is near zero.
+    # no path (Gaussian kernel, CLS pair row, biases) is near zero, and the
+    # dense + tanh fine-tuning head.
     arch = {'num_encoder_layers': 3, 'encoder_embed_dim': 64,
             'num_attention_heads': 4, 'encoder_attention_heads': 4,
             'ffn_embedding_dim': 128, 'pair_embed_dim': 32,
             'pair_hidden_dim': 8}
-    worst = assert_equivalent(tmp_path, mols, arch, 'scrambled', 2)
+    worst = assert_equivalent(tmp_path, mols, arch, 'scrambled', 2,
+                              dense_head=True)
     print('small scrambled max relative error:', worst)
 
 

@@ -8,7 +8,8 @@ isolated reference environment (``.venv-ref``, see the Makefile)::
 ``arch`` (a unimol_tools size such as ``'84m'``, or a dict of
 ``molecule_architecture`` fields), ``init`` (``'default'`` or
 ``'scrambled'``: every tensor redrawn so that no path is near zero),
-``seed``, ``output_dim`` and ``state_path`` (where the official random
+``seed``, ``output_dim``, ``dense_head`` (use the dense + tanh
+classification head instead of the linear one) and ``state_path`` (where the official random
 weights are written). ``OUT`` receives, per molecule, the unimol_tools
 input features and the model outputs for that molecule run alone (batch of
 one, eval mode, fp32): CLS, atom and pair representations, predicted
@@ -33,7 +34,8 @@ TRAINING_UNREACHABLE_SPD = 510
 OFFICIAL_ARCHITECTURE = unimolv2.molecule_architecture
 
 
-def build_model(arch, init: str, seed: int, output_dim: int):
+def build_model(arch, init: str, seed: int, output_dim: int,
+                dense_head: bool = False):
     size = arch if isinstance(arch, str) else '84m'
     unimolv2.molecule_architecture = OFFICIAL_ARCHITECTURE
     if not isinstance(arch, str):  # a custom size: the 84M args, updated
@@ -47,6 +49,11 @@ def build_model(arch, init: str, seed: int, output_dim: int):
         torch.save({}, empty.name)  # random weights: nothing to load
         model = unimolv2.UniMolV2Model(output_dim=output_dim, model_size=size,
                                        pretrained_model_path=empty.name)
+    if dense_head:  # the older dense + tanh head unimol_tools falls back to
+        dim = model.args.encoder_embed_dim
+        model.classification_head = unimolv2.ClassificationHead(
+            input_dim=dim, inner_dim=dim, num_classes=output_dim,
+            activation_fn='tanh', pooler_dropout=0.0)
     if init == 'scrambled':
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -98,7 +105,7 @@ def main(request_path: str, out_path: str) -> None:
                          for name, arch in request['shapes_for'].items()}, f)
         return
     model = build_model(request['arch'], request['init'], request['seed'],
-                        request['output_dim'])
+                        request['output_dim'], request['dense_head'])
     torch.save({'model': model.state_dict()}, request['state_path'])
     results = []
     for binary in request['mols']:
