@@ -115,8 +115,9 @@ def run_official(tmp_path: Path, mols, arch, init: str, output_dim: int,
                      'init': init, 'seed': 0, 'output_dim': output_dim,
                      'dense_head': dense_head, 'state_path': str(state)}, f)
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    # unimol_tools writes logs/ into the working directory: keep it in tmp.
     subprocess.run([REFERENCE_PYTHON, str(RUNNER), str(request), str(out)],
-                   check=True, env=env, capture_output=True)
+                   check=True, env=env, capture_output=True, cwd=tmp_path)
     with open(out, 'rb') as f:
         return state, pickle.load(f)
 
@@ -287,7 +288,7 @@ def official_shapes(tmp_path_factory):
             '310M': '310m', '570M': '570m', '1.1B': '1.1B'}}, f)
     subprocess.run([REFERENCE_PYTHON, str(RUNNER), str(path / 'request.pkl'),
                     str(path / 'shapes.pkl')], check=True,
-                   capture_output=True)
+                   capture_output=True, cwd=path)
     with open(path / 'shapes.pkl', 'rb') as f:
         return pickle.load(f)
 
