@@ -1,0 +1,11 @@
+"""Uni-Mol2 pretraining: objectives, configuration, checkpoints, DDP loop."""
+from .checkpoint import CheckpointWriter, latest_checkpoint, list_checkpoints
+from .config import PretrainConfig, load_config_file
+from .objectives import (ObjectiveConfig, PretrainBatch, corrupt,
+                         kabsch_align, pretrain_loss)
+from .trainer import pretrain, train_step, validate
+
+__all__ = ['ObjectiveConfig', 'PretrainBatch', 'corrupt', 'kabsch_align',
+           'pretrain_loss', 'PretrainConfig', 'load_config_file',
+           'CheckpointWriter', 'latest_checkpoint', 'list_checkpoints',
+           'pretrain', 'train_step', 'validate']

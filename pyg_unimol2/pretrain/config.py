@@ -1,0 +1,190 @@
+r"""Configuration of a pretraining run: :class:`PretrainConfig`.
+
+Values are resolved in this order, later ones winning: the dataclass
+defaults (the paper's recipe), a config file (``.json``, ``.toml``, or
+``.yaml`` when PyYAML is installed) and command-line flags. The objective
+settings (:class:`~pyg_unimol2.pretrain.objectives.ObjectiveConfig`) may be
+given flat or under an ``objective`` table, e.g. in TOML:
+
+.. code-block:: toml
+
+    store = "runs/moses20k_store"
+    preset = "small"
+    max_steps = 300
+
+    [objective]
+    noise_type = "uniform"
+
+Every field ``some_name`` has the flag ``--some-name``
+(:func:`add_arguments`).
+"""
+import argparse
+import json
+import os
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+from .objectives import ObjectiveConfig
+
+__all__ = ['PretrainConfig', 'load_config_file', 'add_arguments',
+           'config_from_args']
+
+
+@dataclass
+class PretrainConfig:
+    r"""Hyper-parameters of a pretraining run (defaults: the paper).
+
+    Args:
+        store (str): molecule store directory (``unimol2 build-hdf5``).
+        out (str): run directory: checkpoints, TensorBoard logs,
+            ``metrics.jsonl``, ``config.json``.
+        preset (str): model preset (:data:`~pyg_unimol2.models.PRESETS`).
+        max_steps (int): optimizer steps in all.
+        lr (float): peak learning rate.
+        warmup_steps (int): linear warmup steps, then linear decay to zero
+            at :obj:`max_steps`.
+        weight_decay (float): AdamW weight decay.
+        beta1 (float): AdamW :math:`\beta_1`.
+        beta2 (float): AdamW :math:`\beta_2`.
+        adam_eps (float): AdamW :math:`\epsilon`.
+        clip_norm (float): gradient-norm clipping.
+        max_tokens (int, optional): padded atoms ``B * L`` per micro-batch
+            and rank (:obj:`None` or ``0``: no limit).
+        max_pairs (int, optional): padded pairs ``B * L**2`` per
+            micro-batch and rank (:obj:`None` or ``0``: no limit).
+        max_batch_size (int, optional): molecules per micro-batch and rank
+            (:obj:`None` or ``0``: no limit).
+        accumulation (int): micro-batches per optimizer step and rank.
+        bucket_size (int): molecules sorted together by the batch sampler.
+        scaffold_tau (float, optional): scaffold temperature sampling
+            (paper eq. 1); :obj:`None` or ``0``: uniform shuffling.
+        valid_fraction (float): molecules held out for validation.
+        valid_every (int): validation-loss interval in steps (and at the
+            end).
+        valid_max_tokens (int, optional): atom budget of validation
+            batches (default: :obj:`max_tokens`).
+        ckpt_every (int): checkpoint interval in steps (and at the end).
+        keep_checkpoints (int): newest checkpoints kept.
+        log_every (int): TensorBoard interval in steps.
+        precision (str): ``'fp32'``, ``'bf16'`` or ``'fp16'`` (autocast;
+            loss scaling for fp16).
+        device (str, optional): ``'cpu'`` or ``'cuda'`` (default: CUDA if
+            available); under ``torchrun`` each rank uses ``cuda:LOCAL_RANK``.
+        seed (int): seed of initialisation, sampling and corruption.
+        num_workers (int): DataLoader worker processes per rank.
+        threads (int, optional): PyTorch CPU threads per rank.
+        progress (bool): progress bar on rank 0.
+        objective (ObjectiveConfig): masking, noise and loss weights.
+    """
+    store: str = ''
+    out: str = 'runs/pretrain'
+    preset: str = 'small'
+    max_steps: int = 1_000_000
+    lr: float = 1e-4
+    warmup_steps: int = 100_000
+    weight_decay: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.99
+    adam_eps: float = 1e-8
+    clip_norm: float = 1.0
+    max_tokens: Optional[int] = 2048
+    max_pairs: Optional[int] = None
+    max_batch_size: Optional[int] = None
+    accumulation: int = 1
+    bucket_size: int = 4096
+    scaffold_tau: Optional[float] = 0.005
+    valid_fraction: float = 0.01
+    valid_every: int = 1000
+    valid_max_tokens: Optional[int] = None
+    ckpt_every: int = 1000
+    keep_checkpoints: int = 10
+    log_every: int = 10
+    precision: str = 'fp32'
+    device: Optional[str] = None
+    seed: int = 0
+    num_workers: int = 0
+    threads: Optional[int] = None
+    progress: bool = True
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+
+    def __post_init__(self):
+        if isinstance(self.objective, dict):
+            self.objective = ObjectiveConfig(**self.objective)
+        if self.precision not in ('fp32', 'bf16', 'fp16'):
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', "
+                             f"got {self.precision!r}")
+        if self.accumulation < 1 or self.max_steps < 1:
+            raise ValueError('accumulation and max_steps must be positive')
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+_TOP = {f.name for f in fields(PretrainConfig)} - {'objective'}
+_OBJECTIVE = {f.name for f in fields(ObjectiveConfig)}
+
+
+def load_config_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+    """Reads a ``.json``, ``.toml`` or ``.yaml`` config file into a flat
+    dict of :class:`PretrainConfig` and objective fields."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == '.json':
+        raw = json.loads(path.read_text())
+    elif suffix == '.toml':
+        import tomllib
+        raw = tomllib.loads(path.read_text())
+    elif suffix in ('.yaml', '.yml'):
+        try:
+            import yaml
+        except ImportError:
+            raise ImportError(f'reading {path} needs PyYAML; use a .json '
+                              f'or .toml file instead') from None
+        raw = yaml.safe_load(path.read_text()) or {}
+    else:
+        raise ValueError(f'unknown config format {suffix!r} (use .json, '
+                         f'.toml or .yaml)')
+    flat = dict(raw)
+    flat.update(flat.pop('objective', None) or {})
+    unknown = set(flat) - _TOP - _OBJECTIVE
+    if unknown:
+        raise ValueError(f'unknown config keys in {path}: '
+                         f'{", ".join(sorted(unknown))}')
+    return flat
+
+
+def _flag_type(annotation: Any) -> Any:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if args else annotation
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--config`` and a flag per field (default: not given, so that
+    only given flags override the config file)."""
+    parser.add_argument('--config', default=None,
+                        help='.json/.toml/.yaml file of settings (flags '
+                        'override it)')
+    hints = {**typing.get_type_hints(ObjectiveConfig),
+             **typing.get_type_hints(PretrainConfig)}
+    for name in sorted(_TOP | _OBJECTIVE):
+        kind = _flag_type(hints[name])
+        flag = '--' + name.replace('_', '-')
+        if kind is bool:
+            parser.add_argument(flag, dest=name, default=None,
+                                action=argparse.BooleanOptionalAction)
+        else:
+            parser.add_argument(flag, dest=name, type=kind, default=None)
+
+
+def config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    """Defaults, then :obj:`args.config`, then the given flags."""
+    values = load_config_file(args.config) if args.config else {}
+    values.update({k: v for k, v in vars(args).items()
+                   if k in _TOP | _OBJECTIVE and v is not None})
+    objective = {k: values.pop(k) for k in list(values) if k in _OBJECTIVE}
+    config = PretrainConfig(**values, objective=ObjectiveConfig(**objective))
+    if not config.store:
+        raise ValueError('no store given (--store or "store" in --config)')
+    return config
