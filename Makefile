@@ -46,12 +46,18 @@ $(REF): requirements-reference.txt setup.cfg pyproject.toml
 
 reference: $(REF)
 
+# Ours vs the official implementation, alternating in one process (84M on
+# MOSES batch 16, small on QM9 batch 64): table + benchmarks/results/.
+throughput: $(REF)
+	OMP_NUM_THREADS=1 $(REF_VENV)/bin/python benchmarks/throughput.py \
+		--threads 1 --out benchmarks/results/throughput.json
+
 run: $(CORE)
 	$(VENV)/bin/unimol2 finetune --dataset qm9 --targets gap --subset 20000 \
 		--preset tiny --epochs 6 --lr 5e-4 --max-minutes 9 --threads 1 --out runs/quickstart
 
 test: $(FULL) $(REF)
-	UNIMOL2_REFERENCE_PYTHON=$(REF_VENV)/bin/python $(PY) -m pytest -n 2 -q tests
+	UNIMOL2_REFERENCE_PYTHON=$(abspath $(REF_VENV))/bin/python $(PY) -m pytest -n 2 -q tests
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) runs

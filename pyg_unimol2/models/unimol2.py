@@ -151,7 +151,8 @@ class UniMol2Output:
         cls (Tensor): CLS representation ``[B, E]``.
         atoms (Tensor): atom representations ``[B, L, E]`` (CLS excluded).
         pair (Tensor): pair representation ``[B, N, N, P]``, ``N = L + 1``,
-            CLS at index 0.
+            CLS at index 0; zero for pairs with a padded atom (the encoder
+            never computes them, see :class:`~pyg_unimol2.nn.UniMol2Encoder`).
         pos_pred (Tensor, optional): predicted coordinates ``[B, L, 3]``
             (:obj:`None` with ``compute_pos=False``).
         atom_mask (BoolTensor): real atoms ``[B, L]``.

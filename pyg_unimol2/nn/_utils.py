@@ -41,3 +41,24 @@ def row_chunks(fn: Callable[[int, int], Tensor], size: int,
         fn(i, min(i + chunk_size, size)) for i in range(0, size, chunk_size)
     ]
     return torch.cat(outs, dim=dim)
+
+
+def real_pair_index(mask: Tensor) -> Tensor:
+    r"""Flat indices :math:`bN^2 + iN + j` ``[K]`` of the pairs of real
+    tokens of a token mask ``[B, N]``, in row-major order."""
+    return (mask.unsqueeze(2) & mask.unsqueeze(1)).view(-1).nonzero().view(-1)
+
+
+def pack_pairs(pair: Tensor, index: Tensor) -> Tensor:
+    r"""Rows ``[K, C]`` of the pairs :obj:`index` of ``pair [B, N, N, C]``."""
+    return pair.reshape(-1, pair.size(-1)).index_select(0, index)
+
+
+def unpack_pairs(rows: Tensor, index: Tensor, batch_size: int,
+                 num_nodes: int) -> Tensor:
+    r"""Inverse of :func:`pack_pairs`: ``[B, N, N, C]`` holding :obj:`rows`
+    at :obj:`index` and zeros elsewhere (``index_add`` into zeros: the
+    indices are unique, and on CPU it is faster than ``index_copy``)."""
+    out = rows.new_zeros(batch_size * num_nodes * num_nodes, rows.size(-1))
+    return out.index_add(0, index, rows).view(batch_size, num_nodes,
+                                              num_nodes, -1)

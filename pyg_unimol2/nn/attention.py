@@ -4,6 +4,7 @@ from typing import Optional
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._utils import unpack_pairs
 from .inits import bert_init_
 
 
@@ -27,6 +28,9 @@ class SelfAttentionPairBias(nn.Module):
     head-major (head :math:`h` uses channels :math:`[hd, (h+1)d)`). As in
     the official code, no layer norm is applied to :math:`\mathbf{p}` here.
     Runs on :func:`torch.nn.functional.scaled_dot_product_attention`.
+    The pair representation may be given *packed* (only the real pairs,
+    see :obj:`pair_index`); pairs absent from it count as zero vectors
+    (bias :math:`\mathbf{b}_B`).
     Names follow the official ``self_attn`` module.
 
     Args:
@@ -38,7 +42,8 @@ class SelfAttentionPairBias(nn.Module):
 
     Shapes:
         - **input:** tokens :math:`(B, N, E)`, pairs :math:`(B, N, N, P)`,
-          optional key mask :math:`(B, N)` (``True`` = real)
+          optional key mask :math:`(B, N)` (``True`` = real), or packed
+          pairs :math:`(K, P)` with :obj:`pair_index` :math:`(K)`
         - **output:** :math:`(B, N, E)`
     """
     def __init__(self, embed_dim: int, num_heads: int, pair_dim: int,
@@ -66,12 +71,17 @@ class SelfAttentionPairBias(nn.Module):
             bert_init_(lin)
 
     def forward(self, x: Tensor, pair: Tensor,
-                mask: Optional[Tensor] = None) -> Tensor:
+                mask: Optional[Tensor] = None,
+                pair_index: Optional[Tensor] = None) -> Tensor:
         r"""
         Args:
             x (Tensor): tokens ``[B, N, E]``.
-            pair (Tensor): pair representation ``[B, N, N, P]``.
+            pair (Tensor): pair representation ``[B, N, N, P]``, or the
+                rows ``[K, P]`` of the pairs :obj:`pair_index`.
             mask (BoolTensor, optional): real tokens ``[B, N]``.
+            pair_index (LongTensor, optional): flat pair indices
+                :math:`bN^2 + iN + j` ``[K]`` of the rows of a packed
+                :obj:`pair`.
 
         Returns:
             Tensor: ``[B, N, E]``.
@@ -81,7 +91,12 @@ class SelfAttentionPairBias(nn.Module):
         q = self.linear_q(x).view(B, N, H, d).transpose(1, 2)
         k = self.linear_k(x).view(B, N, H, d).transpose(1, 2)
         v = self.linear_v(x).view(B, N, H, d).transpose(1, 2)
-        bias = self.linear_bias(pair).permute(0, 3, 1, 2)  # [B, H, N, N]
+        if pair_index is None:
+            bias = self.linear_bias(pair)
+        else:  # project the K real pairs only; absent pairs get b_B
+            bias = unpack_pairs(F.linear(pair, self.linear_bias.weight),
+                                pair_index, B, N) + self.linear_bias.bias
+        bias = bias.permute(0, 3, 1, 2)  # [B, H, N, N]
         if mask is not None:
             bias = bias.masked_fill(~mask.view(B, 1, 1, N), float('-inf'))
         o = F.scaled_dot_product_attention(

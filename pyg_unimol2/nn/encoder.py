@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ._utils import pack_pairs, real_pair_index, unpack_pairs
 from .block import UniMol2Block
 
 
@@ -26,6 +27,16 @@ class UniMol2Encoder(nn.Module):
     ``pair_layer_norm``, ``layers.{i}``). With :obj:`droppath_prob > 0` the
     stochastic-depth rate grows linearly from 0 to :obj:`droppath_prob`
     over the blocks (as in the official code).
+
+    Pairs with a padded token are never computed: when :obj:`mask` has
+    padding (and no :obj:`chunk_size` is set), the pair track runs on the
+    rows of the :math:`K = \sum_b n_b^2` real pairs only (packed,
+    :math:`(K, P)`), which removes the padded share of every per-pair
+    layer norm, projection, FFN and dropout mask. Such pairs count as
+    zero vectors (attention bias :math:`\mathbf{b}_B`) and are returned as
+    zeros; with :obj:`chunk_size` the dense path zeroes them after every
+    block, so both paths give the same outputs. Real tokens and pairs are
+    unaffected either way (the padded ones never reach them).
 
     Args:
         num_layers (int): number of blocks.
@@ -105,19 +116,34 @@ class UniMol2Encoder(nn.Module):
             chunk_size (int, optional): overrides :obj:`self.chunk_size`.
 
         Returns:
-            (Tensor, Tensor): atom and pair representations.
+            (Tensor, Tensor): atom and pair representations (zero for
+            pairs with a padded token).
         """
         chunk_size = chunk_size if chunk_size is not None else self.chunk_size
+        B, N = x.shape[:2]
         x = self.layer_norm(x)
+        index = pair_mask = None
+        if mask is not None and not bool(mask.all()):
+            if chunk_size is None:  # packed [K, P]: real pairs only
+                index = real_pair_index(mask)
+                pair = pack_pairs(pair, index)
+            else:
+                pair_mask = (mask.unsqueeze(2) & mask.unsqueeze(1))[..., None]
         pair = self.pair_layer_norm(pair)
+        if pair_mask is not None:
+            pair = pair.masked_fill(~pair_mask, 0.0)
         use_ckpt = self.checkpointing and self.training and (
             torch.is_grad_enabled())
         for layer in self.layers:
             if use_ckpt:
                 x, pair = checkpoint(layer, x, pair, mask, num_tokens,
-                                     chunk_size, use_reentrant=False)
+                                     chunk_size, index, use_reentrant=False)
             else:
-                x, pair = layer(x, pair, mask, num_tokens, chunk_size)
+                x, pair = layer(x, pair, mask, num_tokens, chunk_size, index)
+            if pair_mask is not None:
+                pair = pair.masked_fill(~pair_mask, 0.0)
+        if index is not None:
+            pair = unpack_pairs(pair, index, B, N)
         return x, pair
 
     def __repr__(self) -> str:

@@ -5,32 +5,44 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._utils import row_chunks, token_counts
+from ._utils import pack_pairs, row_chunks, token_counts
 from .inits import bert_init_
 
 
-class _BilinearRows(torch.autograd.Function):
-    r"""``baddbmm(bias, a, t^T)`` for ``a: [B, n, h]``, ``t: [B, M, h]``,
-    ``bias: [B, 1, M]``, whose backward returns the gradient of :obj:`t` in
-    :obj:`t`'s own layout (plain autograd would produce it transposed and
-    then copy it)."""
+class _OuterRows(torch.autograd.Function):
+    r"""Rows of the projected outer product,
+    ``z = baddbmm(bias, a, t^T)`` with ``t = (b W^T).view(B, N * P, h)``,
+    for ``a: [B, n, h]``, ``b: [B, N, h]``, ``W: [P * h, h]``,
+    ``bias: [B, 1, N * P]``. :obj:`t` (given, computed once for all row
+    chunks) is *not* saved: it holds :math:`h/N` times as many values as a
+    pair tensor, so the backward recomputes it from :obj:`b` (one small
+    GEMM), and it returns the gradients of :obj:`b` and :obj:`W` directly
+    (no transposed copy of the gradient of :obj:`t`)."""
     @staticmethod
-    def forward(ctx, a: Tensor, t: Tensor, bias: Tensor) -> Tensor:
-        ctx.save_for_backward(a, t)
+    def forward(ctx, a: Tensor, b: Tensor, weight: Tensor, bias: Tensor,
+                t: Tensor) -> Tensor:
+        ctx.save_for_backward(a, b, weight)
         return torch.baddbmm(bias, a, t.transpose(1, 2))
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        a, t = ctx.saved_tensors
-        a, t = a.to(grad.dtype), t.to(grad.dtype)  # autocast
-        grad_a = grad_t = grad_bias = None
-        if ctx.needs_input_grad[0]:
+        a, b, weight = (v.to(grad.dtype) for v in ctx.saved_tensors)
+        B, N, h = b.shape
+        need = ctx.needs_input_grad
+        grad_a = grad_b = grad_weight = grad_bias = None
+        if need[0]:
+            t = F.linear(b, weight).view(B, -1, h)
             grad_a = torch.bmm(grad, t)
-        if ctx.needs_input_grad[1]:
-            grad_t = torch.bmm(grad.transpose(1, 2), a)
-        if ctx.needs_input_grad[2]:
+        if need[1] or need[2]:
+            # d t[b, (j, p), c] = sum_i grad[b, i, (j, p)] a[b, i, c]
+            grad_t = torch.bmm(grad.transpose(1, 2), a).view(B * N, -1)
+            if need[1]:
+                grad_b = (grad_t @ weight).view(B, N, h)
+            if need[2]:
+                grad_weight = grad_t.t() @ b.reshape(B * N, h)
+        if need[3]:
             grad_bias = grad.sum(dim=1, keepdim=True)
-        return grad_a, grad_t, grad_bias
+        return grad_a, grad_b, grad_weight, grad_bias, None
 
 
 class OuterProduct(nn.Module):
@@ -63,8 +75,9 @@ class OuterProduct(nn.Module):
     contracted with :math:`\mathbf{b}` (:math:`O(BNh^2P)`), then with
     :math:`\mathbf{a}` in one batched matrix product (:math:`O(BN^2hP)`),
     instead of :math:`O(BN^2h^2P)`; neither pass copies a transposed
-    tensor. Names follow the official ``opm``
-    module (``linear_in``, ``linear_out``).
+    tensor, and only :math:`\mathbf{a}, \mathbf{b}` are kept for the
+    backward (the intermediate is recomputed). Names follow the official
+    ``opm`` module (``linear_in``, ``linear_out``).
 
     Args:
         embed_dim (int): atom size :math:`E`.
@@ -76,7 +89,8 @@ class OuterProduct(nn.Module):
     Shapes:
         - **input:** atoms :math:`(B, N, E)`, optional token mask
           :math:`(B, N)`, optional token counts :math:`(B)`
-        - **output:** :math:`(B, N, N, P)`
+        - **output:** :math:`(B, N, N, P)`, or :math:`(K, P)` with
+          :obj:`pair_index` :math:`(K)`
     """
     def __init__(self, embed_dim: int, pair_dim: int, hidden_dim: int = 32,
                  eps: float = 1e-3):
@@ -96,7 +110,8 @@ class OuterProduct(nn.Module):
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None,
                 num_tokens: Optional[Tensor] = None,
-                chunk_size: Optional[int] = None) -> Tensor:
+                chunk_size: Optional[int] = None,
+                pair_index: Optional[Tensor] = None) -> Tensor:
         r"""
         Args:
             x (Tensor): atom representation ``[B, N, E]``.
@@ -105,9 +120,11 @@ class OuterProduct(nn.Module):
                 ``[B]``; defaults to the real token count.
             chunk_size (int, optional): compute the output in blocks of
                 this many rows :math:`i`. (default: :obj:`None`)
+            pair_index (LongTensor, optional): return only the pairs with
+                these flat indices :math:`bN^2 + iN + j` ``[K]``, packed.
 
         Returns:
-            Tensor: ``[B, N, N, P]``.
+            Tensor: ``[B, N, N, P]``, or ``[K, P]`` with :obj:`pair_index`.
         """
         B, N, _ = x.shape
         h, P = self.hidden_dim, self.pair_dim
@@ -123,17 +140,19 @@ class OuterProduct(nn.Module):
 
         # t[b, j, (p, c)] = sum_e W[p, c, e] * b[b, j, e]: a plain linear map
         # with W viewed as [P * h, h] (no weight copy) ...
-        t = F.linear(b, self.linear_out.weight.view(P * h, h).to(b.dtype))
-        t = t.view(B, N * P, h)
+        weight = self.linear_out.weight.view(P * h, h).to(b.dtype)
+        with torch.no_grad():  # differentiated inside _OuterRows
+            t = F.linear(b, weight).view(B, N * P, h)
         bias = self.linear_out.bias.to(t.dtype).repeat(N)  # [N * P]
         bias = bias.view(1, 1, N * P) * norm.view(B, 1, 1)
 
         def rows(start: int, end: int) -> Tensor:
             # ... then z[b, i, (j, p)] = sum_c a[b, i, c] t[b, (j, p), c]
-            z = _BilinearRows.apply(a[:, start:end], t, bias)
+            z = _OuterRows.apply(a[:, start:end], b, weight, bias, t)
             return z.view(B, end - start, N, P)
 
-        return row_chunks(rows, N, chunk_size)
+        out = row_chunks(rows, N, chunk_size)
+        return out if pair_index is None else pack_pairs(out, pair_index)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.embed_dim}, '

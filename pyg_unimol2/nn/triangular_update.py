@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._utils import row_chunks, token_counts
+from ._utils import pack_pairs, row_chunks, token_counts, unpack_pairs
 from .inits import bert_init_
 
 
@@ -34,7 +34,12 @@ class TriangularUpdate(nn.Module):
     by default this module uses each molecule's own count (pass
     :obj:`num_tokens` to override), which makes it padding independent. The
     triangle sums run as batched matrix products in a channel-first layout.
-    Names follow the official ``pair_tri_mul`` module.
+    Given packed pairs (the rows of the real pairs only, :obj:`pair_index`),
+    every per-pair projection runs on those rows alone; only the
+    :math:`2h`-channel :math:`\mathbf{a}, \mathbf{b}` are scattered into
+    the dense layout of the triangle products (zero for padded pairs,
+    as :math:`m_{ij} = 0` makes them anyway). Names follow the official
+    ``pair_tri_mul`` module.
 
     Args:
         pair_dim (int): pair size :math:`P`.
@@ -42,8 +47,10 @@ class TriangularUpdate(nn.Module):
 
     Shapes:
         - **input:** (layer-normalised) pairs :math:`(B, N, N, P)`, optional
-          token mask :math:`(B, N)`, optional token counts :math:`(B)`
-        - **output:** :math:`(B, N, N, P)`
+          token mask :math:`(B, N)`, optional token counts :math:`(B)`;
+          or packed pairs :math:`(K, P)` with the mask and :obj:`pair_index`
+          :math:`(K)`
+        - **output:** :math:`(B, N, N, P)`, or :math:`(K, P)` if packed
     """
     def __init__(self, pair_dim: int, hidden_dim: int):
         super().__init__()
@@ -65,27 +72,40 @@ class TriangularUpdate(nn.Module):
 
     def forward(self, z: Tensor, mask: Optional[Tensor] = None,
                 num_tokens: Optional[Tensor] = None,
-                chunk_size: Optional[int] = None) -> Tensor:
+                chunk_size: Optional[int] = None,
+                pair_index: Optional[Tensor] = None) -> Tensor:
         r"""
         Args:
-            z (Tensor): pair representation ``[B, N, N, P]``.
+            z (Tensor): pair representation ``[B, N, N, P]``, or the rows
+                ``[K, P]`` of the pairs :obj:`pair_index` (then :obj:`mask`
+                is required).
             mask (BoolTensor, optional): real tokens ``[B, N]``.
             num_tokens (Tensor, optional): normaliser :math:`n` per molecule
                 ``[B]``; defaults to the real token count.
             chunk_size (int, optional): compute the triangle sums and the
-                output in blocks of this many rows :math:`i`.
-                (default: :obj:`None`)
+                output in blocks of this many rows :math:`i` (dense input
+                only). (default: :obj:`None`)
+            pair_index (LongTensor, optional): flat indices
+                :math:`bN^2 + iN + j` ``[K]`` of the rows of a packed
+                :obj:`z`, all real pairs of :obj:`mask`.
 
         Returns:
-            Tensor: ``[B, N, N, P]``.
+            Tensor: ``[B, N, N, P]``, or ``[K, P]`` if packed.
         """
-        B, N = z.shape[:2]
-        h = self.hidden_dim
-        # pair_scale[b, i, j] = m_i * m_j * n_b^(-1/2)
+        if pair_index is not None:
+            B, N = mask.shape
+            chunk_size = None
+        else:
+            B, N = z.shape[:2]
         m, n = token_counts(mask, num_tokens, B, N, z.dtype, z.device)
-        pair_scale = (m * n.pow(-0.5).unsqueeze(-1)).unsqueeze(1)
-        if mask is not None:
-            pair_scale = pair_scale * m.unsqueeze(2)
+        if pair_index is not None:
+            # every packed pair is real: m_i m_j = 1
+            pair_scale = n.pow(-0.5)[pair_index.div(N * N,
+                                                    rounding_mode='floor')]
+        else:  # pair_scale[b, i, j] = m_i * m_j * n_b^(-1/2)
+            pair_scale = (m * n.pow(-0.5).unsqueeze(-1)).unsqueeze(1)
+            if mask is not None:
+                pair_scale = pair_scale * m.unsqueeze(2)
 
         # One GEMM for the a/b projection and its gate (and, unchunked, the
         # output gate as well); `split` keeps the backward a single concat.
@@ -96,7 +116,10 @@ class TriangularUpdate(nn.Module):
                         torch.cat([lin.bias for lin in lins]))
         parts = proj.split([lin.out_features for lin in lins], dim=-1)
         ab = parts[0] * torch.sigmoid(parts[1]) * pair_scale.unsqueeze(-1)
+        if pair_index is not None:
+            ab = unpack_pairs(ab, pair_index, B, N)
         # Channel-first [2, B * h, N, N] for the batched triangle products.
+        h = self.hidden_dim
         ab = ab.view(B, N, N, 2, h).permute(3, 0, 4, 1, 2).contiguous()
         a, b = ab.view(2, B * h, N, N).unbind(0)
 
@@ -105,6 +128,8 @@ class TriangularUpdate(nn.Module):
             u = torch.bmm(a[:, start:end], b.transpose(1, 2))
             u = torch.baddbmm(u, a[:, :, start:end].transpose(1, 2), b)
             u = u.view(B, h, end - start, N).permute(0, 2, 3, 1)
+            if pair_index is not None:
+                u = pack_pairs(u, pair_index)
             u = self.linear_z(self.layer_norm_out(u))
             if chunk_size is None:
                 g = parts[2]
@@ -112,6 +137,8 @@ class TriangularUpdate(nn.Module):
                 g = self.linear_g(z[:, start:end])
             return g * u
 
+        if pair_index is not None:
+            return rows(0, N)
         return row_chunks(rows, N, chunk_size)
 
     def __repr__(self) -> str:

@@ -33,6 +33,8 @@ from pyg_unimol2.data.xyz import mol_from_xyz
 from pyg_unimol2.nn.heads import ClassificationHead
 
 REFERENCE_PYTHON = os.environ.get('UNIMOL2_REFERENCE_PYTHON')
+if REFERENCE_PYTHON:  # it runs in a temporary working directory
+    REFERENCE_PYTHON = os.path.abspath(REFERENCE_PYTHON)
 RUNNER = Path(__file__).parents[1] / 'reference' / 'unimol_tools_outputs.py'
 pytestmark = pytest.mark.skipif(
     not REFERENCE_PYTHON, reason='UNIMOL2_REFERENCE_PYTHON (the interpreter '

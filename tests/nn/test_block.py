@@ -98,3 +98,53 @@ def test_drop_path(p):
     else:
         assert set(out.unique().tolist()) <= {0.0, 2.0}
     assert torch.equal(drop_path(x, p, training=False), x)
+
+
+def test_keep_mask_distribution_and_masked_residual_grad():
+    from pyg_unimol2.nn.block import _keep_mask, _MaskedResidual
+    torch.manual_seed(0)
+    keep = _keep_mask(torch.empty(0), (1000, 1000), 0.1)
+    assert keep.dtype == torch.bool
+    assert abs(keep.double().mean().item() - 0.9) < 2e-3
+    x = torch.randn(3, 4, 5, dtype=torch.double, requires_grad=True)
+    y = torch.randn(3, 4, 5, dtype=torch.double, requires_grad=True)
+    keep = torch.rand(3, 1, 5) < 0.5
+    out = _MaskedResidual.apply(x, y, keep, 2.0)
+    assert torch.allclose(out, x + y * keep * 2.0)
+    assert torch.autograd.gradcheck(_MaskedResidual.apply, (x, y, keep, 2.0))
+
+
+def test_packed_pairs_equal_dense():
+    from pyg_unimol2.nn._utils import (pack_pairs, real_pair_index,
+                                       unpack_pairs)
+    torch.manual_seed(0)
+    block = UniMol2Block(16, 8, 4, num_heads=4, pair_dropout=0.5,
+                         droppath_prob=0.5)
+    randomize(block)
+    B, N = 3, 6
+    x, pair = torch.randn(B, N, 16), torch.randn(B, N, N, 8)
+    mask = torch.ones(B, N, dtype=torch.bool)
+    mask[1, 4:] = False
+    mask[2, 2:] = False
+    real = (mask[:, :, None] & mask[:, None, :])[..., None]
+    pair = pair * real  # pairs with a padded token are zero vectors
+    index = real_pair_index(mask)
+    assert index.numel() == int(real.sum())
+    block.eval()
+    dx, dp = block(x, pair, mask)
+    px, pp = block(x, pack_pairs(pair, index), mask, pair_index=index)
+    assert torch.allclose(px, dx, atol=1e-6)
+    assert torch.allclose(unpack_pairs(pp, index, B, N), dp * real,
+                          atol=1e-5)
+
+    # training: the packed row-shared mask is shared along i, per molecule
+    block.train()
+    ones = torch.ones(index.numel(), 8)
+    row = (index // (N * N)) * N + index % N
+    out = unpack_pairs(block._row_residual(0 * ones, ones, row, B * N),
+                       index, B, N)
+    assert torch.equal(out * real, out[:, :1].expand_as(out) * real)
+    molecule = index // (N * N)
+    out = block._residual(0 * ones, ones, molecule, B)
+    for b in range(B):  # stochastic depth: one value per molecule
+        assert out[molecule == b].unique().numel() == 1

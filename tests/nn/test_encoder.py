@@ -21,10 +21,13 @@ def test_encoder_structure():
     with torch.no_grad():
         enc.layer_norm.weight.uniform_(0.5, 1.5)
         enc.pair_layer_norm.bias.uniform_(-1, 1)
-    # input LN once, then the blocks, no final LN
-    rx, rp = enc.layer_norm(x), enc.pair_layer_norm(pair)
+    # input LN once, then the blocks, no final LN; pairs with a padded token
+    # are zero vectors (the encoder never computes them)
+    real = (mask[:, :, None] & mask[:, None, :])[..., None]
+    rx, rp = enc.layer_norm(x), enc.pair_layer_norm(pair) * real
     for layer in enc.layers:
         rx, rp = layer(rx, rp, mask)
+        rp = rp * real
     ox, op = enc(x, pair, mask)
     assert torch.allclose(ox, rx) and torch.allclose(op, rp)
     # stochastic depth grows linearly over the blocks

@@ -68,3 +68,19 @@ def test_outer_product_padding_independent():
     padded = torch.cat([x, torch.randn(1, 3, 8)], dim=1)
     mask = torch.tensor([[True] * 4 + [False] * 3])
     assert torch.allclose(opm(padded, mask)[:, :4, :4], alone, atol=1e-6)
+
+
+def test_outer_rows_gradcheck():
+    from pyg_unimol2.nn.outer_product import _OuterRows
+    torch.manual_seed(0)
+    B, n, N, P, h = 2, 3, 4, 5, 3
+    a = torch.randn(B, n, h, dtype=torch.double, requires_grad=True)
+    b = torch.randn(B, N, h, dtype=torch.double, requires_grad=True)
+    w = torch.randn(P * h, h, dtype=torch.double, requires_grad=True)
+    bias = torch.randn(B, 1, N * P, dtype=torch.double, requires_grad=True)
+
+    def fn(a, b, w, bias):
+        t = torch.nn.functional.linear(b, w).view(B, N * P, h).detach()
+        return _OuterRows.apply(a, b, w, bias, t)
+
+    assert torch.autograd.gradcheck(fn, (a, b, w, bias))
