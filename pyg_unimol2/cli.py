@@ -1,11 +1,13 @@
-"""The ``unimol2`` command line: ``finetune``, ``predict`` and ``build-hdf5``."""
+"""The ``unimol2`` command line: ``finetune``, ``predict``, ``embed``,
+``build-hdf5`` and ``pretrain``."""
 import argparse
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 from .data.splits import (load_split, random_split, save_split,
-                          scaffold_split)
+                          scaffold_similarity_split, scaffold_split)
+from .pretrain.cli import add_parser as add_pretrain_parser
 
 
 def _finetune(args: argparse.Namespace) -> None:
@@ -27,6 +29,9 @@ def _finetune(args: argparse.Namespace) -> None:
         split = load_split(split_path)
     elif args.split == 'scaffold':
         split = scaffold_split([d.smiles for d in dataset], seed=args.seed)
+    elif args.split == 'scaffold_similarity':
+        split = scaffold_similarity_split([d.smiles for d in dataset],
+                                          seed=args.seed)
     else:
         split = random_split(len(dataset), seed=args.seed)
     save_split(split, split_path)
@@ -37,7 +42,10 @@ def _finetune(args: argparse.Namespace) -> None:
         pooler_dropout=args.pooler_dropout, seed=args.seed,
         num_workers=args.num_workers, device=args.device, out=str(out),
         max_minutes=args.max_minutes,
-        model_overrides=_dropout_overrides(args))
+        model_overrides=_dropout_overrides(args),
+        conformers=args.conformers, drop_feat=args.drop_feat,
+        ema_decay=args.ema_decay, pretrained=args.pretrained,
+        conformer_workers=args.workers)
     results = finetune(dataset, split, targets, config)
     print(f'\nTest MAE (best validation epoch {results["best_epoch"]}):')
     print(f'{"target":<10} {"MAE":>12} {"train-mean MAE":>16}  unit')
@@ -74,6 +82,22 @@ def _predict(args: argparse.Namespace) -> None:
         print(f'{len(result.failures)} molecules skipped (see '
               f'{Path(args.out).with_suffix(".failures.csv")}):')
         for failure in result.failures[:20]:
+            print(f'  line {failure.index + 1}: {failure.reason}')
+
+
+def _embed(args: argparse.Namespace) -> None:
+    from .train.embed import embed_smiles
+    from .train.predict import read_smiles
+
+    smiles = read_smiles(args.smiles)
+    failures = embed_smiles(args.checkpoint, smiles, args.out,
+                            batch_size=args.batch_size, workers=args.workers,
+                            seed=args.seed, device=args.device)
+    print(f'wrote {len(smiles) - len(failures)} molecules to {args.out}')
+    if failures:
+        print(f'{len(failures)} molecules skipped (see '
+              f'{Path(args.out).with_suffix(".failures.csv")}):')
+        for failure in failures[:20]:
             print(f'  line {failure.index + 1}: {failure.reason}')
 
 
@@ -117,7 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
                     'the official model)')
     ft.add_argument('--pair-dropout', type=float, default=None,
                     help='triangle-update dropout (default: 0.25)')
-    ft.add_argument('--split', choices=['random', 'scaffold'], default='random')
+    ft.add_argument('--split', choices=['random', 'scaffold',
+                                        'scaffold_similarity'],
+                    default='random')
+    ft.add_argument('--conformers', type=int, default=1,
+                    help='conformers per molecule: one drawn per epoch in '
+                    'training, predictions averaged at evaluation '
+                    '(official recipe: 11)')
+    ft.add_argument('--drop-feat', action='store_true',
+                    help='drop the atom/bond features: elements and '
+                    'geometry only (official recipe)')
+    ft.add_argument('--ema-decay', type=float, default=None,
+                    help='evaluate and save an exponential moving average '
+                    'of the weights (e.g. 0.999)')
+    ft.add_argument('--pretrained', default=None, metavar='CKPT',
+                    help='initialise the backbone from this checkpoint')
     ft.add_argument('--split-file', default=None,
                     help='reuse (or write) the split in this .npz file')
     ft.add_argument('--seed', type=int, default=0)
@@ -139,6 +177,24 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument('--seed', type=int, default=0)
     pr.add_argument('--device', default='cpu')
     pr.set_defaults(func=_predict)
+
+    em = sub.add_parser(
+        'embed', help='molecule and atom representations to HDF5',
+        description='Writes the CLS and per-atom representations of a '
+        'checkpoint (ours or an official Uni-Mol2 one) for every SMILES to '
+        'an HDF5 file; bad molecules are skipped and listed in '
+        'OUT.failures.csv.')
+    em.add_argument('--checkpoint', required=True)
+    em.add_argument('--smiles', required=True,
+                    help='.smi/.txt (one SMILES per line) or .csv file')
+    em.add_argument('--out', required=True, help='output .h5 file')
+    em.add_argument('--batch-size', type=int, default=64)
+    em.add_argument('--workers', type=int, default=None)
+    em.add_argument('--seed', type=int, default=0)
+    em.add_argument('--device', default='cpu')
+    em.set_defaults(func=_embed)
+
+    add_pretrain_parser(sub)
 
     bh = sub.add_parser(
         'build-hdf5', help='featurize SMILES files into a sharded HDF5 store',

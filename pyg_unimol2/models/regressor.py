@@ -7,6 +7,7 @@ from torch_geometric.data import Batch
 
 from ..data.dense import DenseBatch
 from ..nn.heads import ClassificationHead
+from .official import read_official_state_dict
 from .unimol2 import UniMol2
 
 
@@ -79,3 +80,34 @@ def load_regressor(checkpoint: Union[str, dict],
                              checkpoint.get('pooler_dropout', 0.0))
     model.load_state_dict(checkpoint['model'])
     return model
+
+
+def load_backbone_weights(model: UniMol2Regressor,
+                          checkpoint: Union[str, dict]) -> None:
+    """Initialises :obj:`model.backbone` from a checkpoint: one of ours
+    (fine-tuning, with ``backbone.*`` keys, or a bare :class:`UniMol2` state
+    dict) or an official one (its ``model`` entry; parameter names equal the
+    official implementation's). Keys of other heads are ignored.
+
+    Raises:
+        ValueError: no backbone parameter of the checkpoint matches, a
+            matching name has a different shape (another preset), or a
+            backbone tensor is missing.
+    """
+    state = read_official_state_dict(checkpoint)
+    if any(k.startswith('backbone.') for k in state):
+        state = {k[len('backbone.'):]: v for k, v in state.items()
+                 if k.startswith('backbone.')}
+    own = model.backbone.state_dict()
+    matched = {k: v for k, v in state.items() if k in own}
+    if not matched:
+        raise ValueError('no backbone parameter found in the checkpoint')
+    wrong = [k for k, v in matched.items() if v.shape != own[k].shape]
+    if wrong:
+        raise ValueError(f'shape mismatch for {wrong[:5]} (another preset?)')
+    missing = sorted(set(own) - set(matched))
+    if missing:
+        raise ValueError(f'the checkpoint lacks backbone tensors '
+                         f'{missing[:5]} (of {len(missing)})')
+    model.backbone.load_state_dict(matched, strict=False)
+    print(f'pretrained: loaded {len(matched)}/{len(own)} backbone tensors')

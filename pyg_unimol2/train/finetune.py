@@ -4,10 +4,17 @@ The recipe follows the paper and the official fine-tuning task: AdamW,
 linear warmup then linear (polynomial, power 1) decay, gradient clipping at
 1.0, standardised targets, smooth-L1 (or L1) loss, best-validation checkpoint
 selection, and per-target test MAE in the targets' own units.
+
+Options of the official recipe, off by default: several conformers per
+molecule with test-time averaging (``conformers``, 11 officially), the
+"dropped features" input mode (``drop_feat``), an exponential moving average
+of the weights (``ema_decay``), and starting from pretrained weights
+(``pretrained``).
 """
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -20,7 +27,11 @@ from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
 from ..data.splits import Split
-from ..models.regressor import UniMol2Regressor, build_regressor
+from ..models.regressor import (UniMol2Regressor, build_regressor,
+                                load_backbone_weights)
+from .conformers import (RandomConformer, all_conformers,
+                         average_by_molecule, build_conformers)
+from .ema import ExponentialMovingAverage
 
 
 @dataclass
@@ -41,6 +52,11 @@ class FinetuneConfig:
     out: str = 'runs/finetune'
     max_minutes: Optional[float] = None
     model_overrides: Dict[str, float] = field(default_factory=dict)
+    conformers: int = 1
+    drop_feat: bool = False
+    ema_decay: Optional[float] = None
+    pretrained: Optional[str] = None
+    conformer_workers: Optional[int] = None
 
 
 def lr_lambda(step: float, warmup: int, total: int) -> float:
@@ -61,14 +77,39 @@ def _loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model: UniMol2Regressor, loader: DataLoader,
              device: torch.device) -> torch.Tensor:
-    """Per-target mean absolute error in target units, ``[T]``."""
+    """Per-target mean absolute error in target units, ``[T]``; predictions
+    of items sharing ``mol`` (conformers of one molecule) are averaged
+    first."""
     model.eval()
-    abs_err, count = 0.0, 0
+    preds, ys, mols, offset = [], [], [], 0
     for batch in loader:
         batch = batch.to(device)
-        abs_err = abs_err + (model.predict(batch) - batch.y).abs().sum(0)
-        count += batch.num_graphs
-    return abs_err / count
+        preds.append(model.predict(batch))
+        ys.append(batch.y)
+        mols.append(batch.mol if 'mol' in batch else
+                    offset + torch.arange(batch.num_graphs, device=device))
+        offset += batch.num_graphs
+    return average_by_molecule(torch.cat(preds), torch.cat(ys),
+                               torch.cat(mols))
+
+
+def _datasets(dataset: Dataset, split: Split,
+              config: FinetuneConfig) -> Dict[str, object]:
+    """Train/valid/test views: the dataset itself, or with ``conformers >
+    1`` / ``drop_feat`` a random conformer per molecule for training and all
+    conformers (averaged at scoring) for validation and test."""
+    if config.conformers <= 1 and not config.drop_feat:
+        return {name: dataset[torch.as_tensor(split[name])]
+                for name in ('train', 'valid', 'test')}
+    views = {}
+    for name in ('train', 'valid', 'test'):
+        confs = build_conformers(dataset[torch.as_tensor(split[name])],
+                                 config.conformers,
+                                 drop_feat=config.drop_feat,
+                                 workers=config.conformer_workers)
+        views[name] = RandomConformer(confs) if name == 'train' else \
+            all_conformers(confs)
+    return views
 
 
 def finetune(dataset: Dataset, split: Split, target_names: List[str],
@@ -87,16 +128,21 @@ def finetune(dataset: Dataset, split: Split, target_names: List[str],
 
     train_set = dataset[torch.as_tensor(split['train'])]
     loaders = {
-        name: DataLoader(dataset[torch.as_tensor(split[name])],
-                         batch_size=config.batch_size, shuffle=name == 'train',
+        name: DataLoader(view, batch_size=config.batch_size,
+                         shuffle=name == 'train',
                          num_workers=config.num_workers)
-        for name in ('train', 'valid', 'test')
+        for name, view in _datasets(dataset, split, config).items()
     }
     y_train = torch.cat([d.y for d in train_set], dim=0)
 
     model = build_regressor(config.preset, target_names, config.pooler_dropout,
-                            **config.model_overrides).to(device)
+                            **config.model_overrides)
+    if config.pretrained:
+        load_backbone_weights(model, config.pretrained)
+    model = model.to(device)
     model.set_target_stats(y_train.mean(0), y_train.std(0))
+    ema = None if config.ema_decay is None else \
+        ExponentialMovingAverage(model, config.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   betas=(0.9, 0.99), eps=1e-6,
                                   weight_decay=config.weight_decay)
@@ -126,6 +172,8 @@ def finetune(dataset: Dataset, split: Split, target_names: List[str],
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
                                                        config.clip_norm)
             optimizer.step()
+            if ema is not None:
+                ema.update()
             step += 1
             writer.add_scalar('train/loss', loss.item(), step)
             writer.add_scalar('train/lr', lr, step)
@@ -134,15 +182,16 @@ def finetune(dataset: Dataset, split: Split, target_names: List[str],
             if time.time() - start > budget:
                 break
 
-        valid_mae = evaluate(model, loaders['valid'], device)
-        score = (valid_mae / model.std).mean().item()
+        with nullcontext() if ema is None else ema.average_parameters():
+            valid_mae = evaluate(model, loaders['valid'], device)
+            score = (valid_mae / model.std).mean().item()
+            if score < best:
+                best, best_epoch = score, epoch
+                save_checkpoint(model, config, out / 'best.pt')
         for name, mae in zip(target_names, valid_mae.tolist()):
             writer.add_scalar(f'valid_mae/{name}', mae, epoch)
         print(f'epoch {epoch}: valid MAE ' + ', '.join(
             f'{n}={m:.5f}' for n, m in zip(target_names, valid_mae.tolist())))
-        if score < best:
-            best, best_epoch = score, epoch
-            save_checkpoint(model, config, out / 'best.pt')
         if time.time() - start > budget:
             print(f'stopping in epoch {epoch}: the {config.max_minutes:g}-'
                   f'minute budget is spent')

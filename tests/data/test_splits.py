@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 from conftest import read_moses
 
-from pyg_unimol2.data.splits import (load_split, murcko_scaffold,
-                                     random_split, save_split, scaffold_split)
+from pyg_unimol2.data.splits import (load_split, make_split, murcko_scaffold,
+                                     random_split, save_split,
+                                     scaffold_similarity_split,
+                                     scaffold_split, scaffold_test_similarity)
 
 
 @pytest.fixture(scope='module')
@@ -54,3 +56,37 @@ def test_split_roundtrip(tmp_path):
     save_split(split, tmp_path / 'sub' / 'split.npz')
     loaded = load_split(tmp_path / 'sub' / 'split.npz')
     assert all(np.array_equal(split[k], loaded[k]) for k in split)
+
+
+def test_scaffold_similarity_split_partitions_and_is_seeded(smiles):
+    split = scaffold_similarity_split(smiles, seed=0)
+    everything = np.concatenate(list(split.values()))
+    assert np.array_equal(np.sort(everything), np.arange(len(smiles)))
+    scaffolds = {k: {murcko_scaffold(smiles[i]) for i in v}
+                 for k, v in split.items()}
+    assert not scaffolds['train'] & scaffolds['test']
+    assert not scaffolds['valid'] & scaffolds['test']
+    assert abs(len(split['test']) - 200) <= 5
+    again = scaffold_similarity_split(smiles, seed=0)
+    assert all(np.array_equal(split[k], again[k]) for k in split)
+    other = scaffold_similarity_split(smiles, seed=1)
+    assert not np.array_equal(split['test'], other['test'])
+
+
+def test_similarity_split_test_set_is_more_dissimilar(smiles):
+    # Mean max Tanimoto of test scaffolds to training scaffolds, 3 seeds.
+    def sim(make):
+        return np.mean([scaffold_test_similarity(smiles, make(smiles, seed=s))
+                        for s in range(3)])
+    random_sim = np.mean([scaffold_test_similarity(
+        smiles, random_split(len(smiles), seed=s)) for s in range(3)])
+    scaffold_sim = sim(scaffold_split)
+    similarity_sim = sim(scaffold_similarity_split)
+    assert similarity_sim < scaffold_sim - 0.03 < random_sim
+
+
+def test_make_split_dispatches(smiles):
+    assert np.array_equal(make_split('scaffold', smiles, seed=2)['test'],
+                          scaffold_split(smiles, seed=2)['test'])
+    with pytest.raises(ValueError, match='unknown split'):
+        make_split('cluster', smiles)

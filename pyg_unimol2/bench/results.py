@@ -1,0 +1,113 @@
+"""Benchmark result tables: aggregation over seeds, JSON and markdown."""
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .paper import PAPER_ROWS, paper_value
+
+
+def mean_std(values: Sequence[float]) -> str:
+    """``mean (std)`` with 4 significant digits; std over seeds (ddof 0)."""
+    if not values:
+        return 'n/a'
+    if len(values) == 1:
+        return f'{values[0]:.4g}'
+    return f'{np.mean(values):.4g} ({np.std(values):.2g})'
+
+
+def markdown_table(title: str, rows: List[Dict], columns: List[str],
+                   units: Dict[str, str], table: str,
+                   notes: Sequence[str]) -> str:
+    """A markdown table: one line per model row, one column per target
+    (test MAE, ``mean (std)`` over seeds), then the paper's rows."""
+    head = ['model'] + [f'{c} ({units.get(c.split(" ")[0], "")})'
+                        for c in columns]
+    lines = [f'## {title}', '', '| ' + ' | '.join(head) + ' |',
+             '|' + '---|' * len(head)]
+    for row in rows:
+        lines.append('| ' + ' | '.join(
+            [row['model']] + [mean_std(row['mae'].get(c, [])) for c in columns])
+            + ' |')
+    for paper_row in PAPER_ROWS[table]:
+        vals = [paper_value(table, paper_row, c) for c in columns]
+        lines.append('| ' + ' | '.join(
+            [f'paper: {paper_row}'] +
+            ['n/a' if v is None else f'{v:.4g}' for v in vals]) + ' |')
+    return '\n'.join(lines + [''] + [f'- {n}' for n in notes]) + '\n'
+
+
+def write_results(results_dir: str, stem: str, title: str, rows: List[Dict],
+                  columns: List[str], units: Dict[str, str], table: str,
+                  command: str, meta: Dict,
+                  notes: Optional[Sequence[str]] = None) -> Path:
+    """Writes ``<stem>.json`` (every run) and ``<stem>.md`` (the table, the
+    command and the budget) into :obj:`results_dir`; returns the markdown
+    path."""
+    out = Path(results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = dict(meta, command=command, date=time.strftime(
+        '%Y-%m-%d %H:%M UTC', time.gmtime()), machine=platform.machine(),
+        python=platform.python_version())
+    record = dict(title=title, table=table, units=units, columns=columns,
+                  rows=rows, meta=meta, notes=list(notes or []))
+    (out / f'{stem}.json').write_text(json.dumps(record, indent=2,
+                                                 default=str))
+    md = render_markdown(record)
+    (out / f'{stem}.md').write_text(md)
+    print(md)
+    return out / f'{stem}.md'
+
+
+def render_markdown(record: Dict) -> str:
+    """The markdown of a results JSON record: the table, then the command,
+    the budget, the other settings and every run's epochs and time."""
+    meta = record['meta']
+    notes = [f'command: `{meta["command"]}`',
+             f'budget per training run: {meta.get("budget", "n/a")} '
+             '(training + per-epoch validation; data preparation and the '
+             'final test pass are outside it)'] + \
+        [f'{k}: {v}' for k, v in meta.items()
+         if k not in ('command', 'budget')] + record.get('notes', [])
+    notes += [f'run {row["model"]} / {"+".join(run["task"])} / seed '
+              f'{run["seed"]}: {run["epochs_run"]} epochs (best '
+              f'{run["best_epoch"]}), {run["seconds"]} s'
+              for row in record['rows'] for run in row['runs']]
+    return markdown_table(record['title'], record['rows'], record['columns'],
+                          record['units'], record['table'], notes)
+
+
+def rewrite_markdown(json_path: str) -> Path:
+    """Re-renders ``<stem>.md`` beside a results JSON file."""
+    path = Path(json_path)
+    md = path.with_suffix('.md')
+    md.write_text(render_markdown(json.loads(path.read_text())))
+    return md
+
+
+def merge_results(json_paths: Sequence[str], results_dir: str,
+                  stem: str) -> Path:
+    """Merges results files of the same benchmark run with different seeds
+    (``--first-seed``) into ``<stem>.{json,md}``: per model and target the
+    seeds' MAEs are pooled; every source command is listed."""
+    records = [json.loads(Path(p).read_text()) for p in json_paths]
+    merged = dict(records[0], rows=[], notes=list(records[0].get('notes',
+                                                                 [])))
+    rows: Dict[str, Dict] = {}
+    for record in records:
+        for row in record['rows']:
+            into = rows.setdefault(row['model'], dict(model=row['model'],
+                                                      mae={}, runs=[]))
+            for target, values in row['mae'].items():
+                into['mae'].setdefault(target, []).extend(values)
+            into['runs'] += row['runs']
+    merged['rows'] = list(rows.values())
+    merged['meta'] = dict(records[0]['meta'], seeds=sorted(
+        {run['seed'] for row in merged['rows'] for run in row['runs']}),
+        command=' ; '.join(r['meta']['command'] for r in records))
+    out = Path(results_dir) / f'{stem}.json'
+    out.write_text(json.dumps(merged, indent=2, default=str))
+    return rewrite_markdown(str(out))

@@ -1,0 +1,30 @@
+import json
+
+from pyg_unimol2.bench.results import mean_std, merge_results, write_results
+
+
+def _write(tmp_path, seed, mae):
+    rows = [dict(model='SchNet', mae={'gap': [mae]},
+                 runs=[dict(task=['gap'], seed=seed, epochs_run=3,
+                            best_epoch=2, seconds=1.0)])]
+    write_results(str(tmp_path / f's{seed}'), 'bench', 'QM9', rows, ['gap'],
+                  {'gap': 'Ha'}, 'table6', f'cmd --first-seed {seed}',
+                  dict(budget='1 min wall clock'))
+    return str(tmp_path / f's{seed}' / 'bench.json')
+
+
+def test_mean_std_formats_seeds():
+    assert mean_std([]) == 'n/a'
+    assert mean_std([0.5]) == '0.5'
+    assert mean_std([1.0, 3.0]) == '2 (1)'
+
+
+def test_tables_print_paper_rows_and_merge_over_seeds(tmp_path):
+    paths = [_write(tmp_path, 0, 1.0), _write(tmp_path, 1, 3.0)]
+    md = merge_results(paths, str(tmp_path), 'merged').read_text()
+    assert '| SchNet | 2 (1) |' in md
+    assert '| paper: Uni-Mol2 1.1B | n/a |' in md
+    assert 'cmd --first-seed 0 ; cmd --first-seed 1' in md
+    assert '1 min wall clock' in md
+    merged = json.loads((tmp_path / 'merged.json').read_text())
+    assert merged['meta']['seeds'] == [0, 1]
