@@ -110,6 +110,21 @@ def _build_hdf5(args: argparse.Namespace) -> None:
                 chunksize=args.chunksize, progress=not args.no_progress)
 
 
+def _add_inference_arguments(parser: argparse.ArgumentParser,
+                             out_help: str) -> None:
+    """Options shared by ``predict`` and ``embed``."""
+    parser.add_argument('--checkpoint', required=True)
+    parser.add_argument('--smiles', required=True,
+                        help='.smi/.txt (one SMILES per line) or .csv file')
+    parser.add_argument('--out', required=True, help=out_help)
+    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--workers', type=int, default=None,
+                        help='featurization processes (default: all cores)')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='ETKDG seed of every molecule')
+    parser.add_argument('--device', default='cpu')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='unimol2', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -168,14 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.set_defaults(func=_finetune)
 
     pr = sub.add_parser('predict', help='predict properties for SMILES')
-    pr.add_argument('--checkpoint', required=True)
-    pr.add_argument('--smiles', required=True,
-                    help='.smi/.txt (one SMILES per line) or .csv file')
-    pr.add_argument('--out', required=True, help='output CSV')
-    pr.add_argument('--batch-size', type=int, default=64)
-    pr.add_argument('--workers', type=int, default=None)
-    pr.add_argument('--seed', type=int, default=0)
-    pr.add_argument('--device', default='cpu')
+    _add_inference_arguments(pr, out_help='output CSV')
     pr.set_defaults(func=_predict)
 
     em = sub.add_parser(
@@ -184,14 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         'checkpoint (ours or an official Uni-Mol2 one) for every SMILES to '
         'an HDF5 file; bad molecules are skipped and listed in '
         'OUT.failures.csv.')
-    em.add_argument('--checkpoint', required=True)
-    em.add_argument('--smiles', required=True,
-                    help='.smi/.txt (one SMILES per line) or .csv file')
-    em.add_argument('--out', required=True, help='output .h5 file')
-    em.add_argument('--batch-size', type=int, default=64)
-    em.add_argument('--workers', type=int, default=None)
-    em.add_argument('--seed', type=int, default=0)
-    em.add_argument('--device', default='cpu')
+    _add_inference_arguments(em, out_help='output .h5 file')
     em.set_defaults(func=_embed)
 
     add_pretrain_parser(sub)
