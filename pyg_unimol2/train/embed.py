@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ..data.dense import to_dense
 from ..data.featurize import Failure, featurize_smiles, write_failures
 from ..models.official import load_official
+from ..models.regressor import load_regressor
 from ..models.unimol2 import UniMol2
 
 
@@ -41,12 +42,7 @@ def load_encoder(checkpoint: Union[str, Path, dict]) -> UniMol2:
         checkpoint = torch.load(checkpoint, map_location='cpu',
                                 weights_only=False)
     if 'model_config' in checkpoint:
-        prefix = 'backbone.'
-        model = UniMol2(checkpoint['model_config'])
-        model.load_state_dict({k[len(prefix):]: v
-                               for k, v in checkpoint['model'].items()
-                               if k.startswith(prefix)})
-        return model
+        return load_regressor(checkpoint).backbone
     return load_official(checkpoint)[0]
 
 
