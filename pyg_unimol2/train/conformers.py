@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 from torch_geometric.data import Data
-from torch_scatter import scatter
+from torch_geometric.utils import scatter
 
 from ..data.encoding import dropped_codes
 from ..data.featurize import featurize_smiles
