@@ -1,59 +1,104 @@
 """The ``unimol2`` command line: ``finetune``, ``predict``, ``embed``,
 ``build-hdf5`` and ``pretrain``."""
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .data.splits import (load_split, random_split, save_split,
-                          scaffold_similarity_split, scaffold_split)
+from .data.splits import load_split, save_split
 from .pretrain.cli import add_parser as add_pretrain_parser
 
 
+def _specs(args: argparse.Namespace):
+    """The run's datasets and ``[train]`` settings, from ``--config`` or
+    the flags."""
+    from .datasets.specs import DatasetSpec, read_run_config
+    if args.config:
+        train, specs = read_run_config(args.config)
+        return train, specs
+    split = dict(split=args.split, split_col=args.split_col,
+                 folds=args.folds, split_seed=args.seed)
+    if args.data:
+        if not args.targets:
+            raise ValueError('--data needs --targets (e.g. '
+                             '"active:classification,pIC50:regression")')
+        specs = [DatasetSpec(name=Path(p).name.split('.')[0] if
+                             len(args.data) > 1 else 'data', path=p,
+                             smiles_col=args.smiles_col,
+                             targets=args.targets, **split)
+                 for p in args.data]
+    elif args.dataset:
+        names = args.dataset.split(',')
+        if args.targets and len(names) > 1:
+            raise ValueError('--targets applies to one --dataset; describe '
+                             'several datasets with their tasks in --config')
+        specs = [DatasetSpec(name=n, builtin=n, path=args.csv,
+                             targets=args.targets, subset=args.subset,
+                             **split) for n in names]
+    else:
+        raise ValueError('give --data FILE, --dataset NAME or --config FILE')
+    return {}, specs
+
+
 def _finetune(args: argparse.Namespace) -> None:
+    import dataclasses
+
     import torch
 
-    from .datasets import load_property_dataset
-    from .train.finetune import FinetuneConfig, finetune
+    from .datasets.specs import make_run_split, open_dataset
+    from .train.finetune import FinetuneConfig, TaskData, finetune
+    from .train.report import json_safe, print_results, summarize_folds
 
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    dataset, targets, units = load_property_dataset(
-        args.dataset, args.root, args.targets.split(','), subset=args.subset,
-        workers=args.workers, csv_path=args.csv)
-    out = Path(args.out)
-    split_path = Path(args.split_file) if args.split_file else \
-        out / f'split_{args.split}_seed{args.seed}.npz'
-    if split_path.exists():
-        split = load_split(split_path)
-    elif args.split == 'scaffold':
-        split = scaffold_split([d.smiles for d in dataset], seed=args.seed)
-    elif args.split == 'scaffold_similarity':
-        split = scaffold_similarity_split([d.smiles for d in dataset],
-                                          seed=args.seed)
-    else:
-        split = random_split(len(dataset), seed=args.seed)
-    save_split(split, split_path)
-
+    train, specs = _specs(args)
     config = FinetuneConfig(
-        preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, warmup_ratio=args.warmup_ratio, loss=args.loss,
+        preset=args.preset, epochs=args.epochs, max_steps=args.max_steps,
+        batch_size=args.batch_size, max_tokens=args.max_tokens,
+        max_pairs=args.max_pairs, lr=args.lr, warmup_ratio=args.warmup_ratio,
+        precision=args.precision, accumulation=args.accumulation,
         pooler_dropout=args.pooler_dropout, seed=args.seed,
-        num_workers=args.num_workers, device=args.device, out=str(out),
-        max_minutes=args.max_minutes,
+        num_workers=args.num_workers, device=args.device, out=args.out,
+        max_minutes=args.max_minutes, ckpt_every=args.ckpt_every,
         model_overrides=_dropout_overrides(args),
         conformers=args.conformers, drop_feat=args.drop_feat,
         ema_decay=args.ema_decay, pretrained=args.pretrained,
-        conformer_workers=args.workers)
-    results = finetune(dataset, split, targets, config)
-    print(f'\nTest MAE (best validation epoch {results["best_epoch"]}):')
-    print(f'{"target":<10} {"MAE":>12} {"train-mean MAE":>16}  unit')
-    for name in targets:
-        print(f'{name:<10} {results["test_mae"][name]:>12.6f} '
-              f'{results["train_mean_baseline_mae"][name]:>16.6f}  '
-              f'{units[name]}')
-    print(f'checkpoint: {out / "best.pt"}; TensorBoard: tensorboard '
+        keep_heads=not args.fresh_heads, mix=args.mix,
+        temperature=args.temperature, conformer_workers=args.workers)
+    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    unknown = set(train) - known
+    if unknown:
+        raise ValueError(f'{args.config}: unknown [train] keys '
+                         f'{sorted(unknown)} (known: {", ".join(sorted(known))})')
+    config = dataclasses.replace(config, **train)
+    opened = [(s, *open_dataset(s, args.root, workers=args.workers))
+              for s in specs]
+    out = Path(config.out)
+    folds = max((s.folds for s in specs if s.split == 'kfold'), default=0)
+    runs = []
+    for fold in range(max(folds, 1)):
+        data = []
+        for spec, dataset, tasks in opened:
+            spec = dataclasses.replace(spec, fold=fold % spec.folds)
+            split_path = Path(args.split_file) if args.split_file and \
+                len(specs) == 1 else out / f'split_{spec.name}_{spec.split}' \
+                f'{f"{spec.fold}" if spec.split == "kfold" else ""}_seed' \
+                f'{spec.split_seed}.npz'
+            split = load_split(split_path) if split_path.exists() else \
+                make_run_split(spec, dataset)
+            save_split(split, split_path)
+            data.append(TaskData(spec.name, dataset, split, tasks,
+                                 spec.weight))
+        run_out = out / f'fold{fold}' if folds else out
+        runs.append(finetune(data, dataclasses.replace(config,
+                                                       out=str(run_out))))
+        print_results(runs[-1])
+    if folds:
+        summary = summarize_folds(runs)
+        (out / 'results.json').write_text(json.dumps(json_safe(summary), indent=2))
+        print_results(summary)
+    print(f'checkpoint(s) and results in {out}; TensorBoard: tensorboard '
           f'--logdir {out}')
 
 
@@ -68,20 +113,26 @@ def _dropout_overrides(args: argparse.Namespace) -> dict:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from .models.regressor import load_regressor
-    from .train.predict import (predict_smiles, read_smiles,
+    from .checkpoints import load_task_model
+    from .train.predict import (predict_molecules, read_molecules,
                                 write_predictions)
 
-    model = load_regressor(args.checkpoint)
-    smiles = read_smiles(args.smiles)
-    preds, result = predict_smiles(model, smiles, args.batch_size,
-                                   args.workers, args.seed, args.device)
-    write_predictions(args.out, smiles, preds, result, model.target_names)
+    model = load_task_model(args.checkpoint)
+    identifiers, result = read_molecules(args.smiles, args.smiles_col,
+                                         args.seed, args.workers)
+    dataset = args.task_set or model.default_dataset
+    preds = predict_molecules(model, result, dataset, args.batch_size,
+                              args.device)
+    write_predictions(args.out, identifiers, preds, result, model, dataset)
     print(f'wrote {len(result.data)} predictions to {args.out}')
-    if result.failures:
-        print(f'{len(result.failures)} molecules skipped (see '
-              f'{Path(args.out).with_suffix(".failures.csv")}):')
-        for failure in result.failures[:20]:
+    _print_failures(result.failures, args.out)
+
+
+def _print_failures(failures, out: str) -> None:
+    if failures:
+        print(f'{len(failures)} molecules skipped (see '
+              f'{Path(out).with_suffix(".failures.csv")}):')
+        for failure in failures[:20]:
             print(f'  line {failure.index + 1}: {failure.reason}')
 
 
@@ -89,16 +140,12 @@ def _embed(args: argparse.Namespace) -> None:
     from .train.embed import embed_smiles
     from .train.predict import read_smiles
 
-    smiles = read_smiles(args.smiles)
+    smiles = read_smiles(args.smiles, args.smiles_col)
     failures = embed_smiles(args.checkpoint, smiles, args.out,
                             batch_size=args.batch_size, workers=args.workers,
                             seed=args.seed, device=args.device)
     print(f'wrote {len(smiles) - len(failures)} molecules to {args.out}')
-    if failures:
-        print(f'{len(failures)} molecules skipped (see '
-              f'{Path(args.out).with_suffix(".failures.csv")}):')
-        for failure in failures[:20]:
-            print(f'  line {failure.index + 1}: {failure.reason}')
+    _print_failures(failures, args.out)
 
 
 def _build_hdf5(args: argparse.Namespace) -> None:
@@ -114,8 +161,13 @@ def _add_inference_arguments(parser: argparse.ArgumentParser,
                              out_help: str) -> None:
     """Options shared by ``predict`` and ``embed``."""
     parser.add_argument('--checkpoint', required=True)
-    parser.add_argument('--smiles', required=True,
-                        help='.smi/.txt (one SMILES per line) or .csv file')
+    parser.add_argument('--smiles', required=True, metavar='FILE',
+                        help='.smi/.txt (one SMILES per line), .csv/.tsv '
+                        '(optionally gzipped) or, for predict, .sdf (its '
+                        'conformers used as given)')
+    parser.add_argument('--smiles-col', default=None,
+                        help='SMILES column of a table (default: "smiles" '
+                        'in any case, else the first column)')
     parser.add_argument('--out', required=True, help=out_help)
     parser.add_argument('--batch-size', type=int, default=64)
     parser.add_argument('--workers', type=int, default=None,
@@ -129,17 +181,56 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='unimol2', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
 
-    ft = sub.add_parser('finetune', help='fine-tune on QM9 or COMPAS-1D')
-    ft.add_argument('--dataset', choices=['qm9', 'compas1d'], required=True)
-    ft.add_argument('--targets', required=True,
-                    help='comma-separated, e.g. homo,lumo,gap')
-    ft.add_argument('--root', default='data', help='dataset cache directory')
-    ft.add_argument('--csv', default=None,
-                    help='COMPAS-1D CSV file (else ROOT/compas1d/raw/)')
-    ft.add_argument('--subset', type=int, default=None,
-                    help='use a seeded random subset of this many molecules')
+    ft = sub.add_parser(
+        'finetune', help='fine-tune on your labelled molecules or a '
+        'benchmark dataset',
+        description='Fine-tunes one model on one or several datasets: '
+        'regression and classification tasks, sparse labels (empty cells), '
+        'per-task metrics, best-validation checkpoint, test predictions. '
+        'Rerunning the same command resumes an interrupted run.')
+    src = ft.add_argument_group('data')
+    src.add_argument('--data', action='append', default=None, metavar='FILE',
+                     help='your file: .csv/.tsv (gzipped too) with a SMILES '
+                     'column, or .sdf (conformers used as given)')
+    src.add_argument('--smiles-col', default='smiles')
+    src.add_argument('--dataset', default=None,
+                     help='builtin: qm9, compas1d, b3db, moleculeace, '
+                     'freesolv (comma-separated for a joint run)')
+    src.add_argument('--targets', default=None,
+                     help='COLUMN:KIND,... with KIND regression, '
+                     'classification, multiclass or multilabel, e.g. '
+                     '"BBB+/BBB-:classification,logBB:regression" (builtin '
+                     'datasets: their names, e.g. homo,lumo,gap)')
+    src.add_argument('--config', default=None, metavar='FILE',
+                     help='.toml/.json with [train] settings and '
+                     '[[datasets]] (see pyg_unimol2.datasets.specs)')
+    src.add_argument('--root', default='data', help='dataset cache directory')
+    src.add_argument('--csv', default=None, metavar='PATH',
+                     help='the downloaded file of a builtin dataset '
+                     '(COMPAS-1D CSV, B3DB TSV, MoleculeACE CSV, FreeSolv '
+                     'CSV)')
+    src.add_argument('--subset', type=int, default=None,
+                     help='use a seeded random subset (QM9, COMPAS-1D)')
+    src.add_argument('--split', choices=['random', 'scaffold',
+                                         'scaffold_similarity', 'column',
+                                         'kfold'], default='random')
+    src.add_argument('--split-col', default=None,
+                     help='column of --split column (train/valid/test)')
+    src.add_argument('--folds', type=int, default=5,
+                     help='folds of --split kfold (all are run)')
+    src.add_argument('--split-file', default=None,
+                     help='reuse (or write) the split in this .npz file')
+    src.add_argument('--workers', type=int, default=None,
+                     help='featurization processes (default: all cores)')
     ft.add_argument('--preset', default='small')
+    ft.add_argument('--pretrained', default=None, metavar='CKPT',
+                    help='start from this checkpoint (official, pretraining '
+                    'or fine-tuning; its architecture wins over --preset)')
+    ft.add_argument('--fresh-heads', action='store_true',
+                    help='do not keep the pretrained heads of tasks with the '
+                    'same name')
     ft.add_argument('--epochs', type=int, default=40)
+    ft.add_argument('--max-steps', type=int, default=None)
     ft.add_argument('--max-minutes', type=float, default=None,
                     help='wall-clock training budget: stop (after a last '
                     'validation) when it is spent')
@@ -147,18 +238,28 @@ def build_parser() -> argparse.ArgumentParser:
                     help='PyTorch CPU threads (1 is fastest for small '
                     'models on a busy machine)')
     ft.add_argument('--batch-size', type=int, default=32)
+    ft.add_argument('--max-tokens', type=int, default=None,
+                    help='padded-atom budget per batch (dynamic batching)')
+    ft.add_argument('--max-pairs', type=int, default=None,
+                    help='padded-pair budget per batch (dynamic batching)')
+    ft.add_argument('--mix', choices=['proportional', 'uniform',
+                                      'temperature'], default='temperature',
+                    help='dataset sampling of a joint run')
+    ft.add_argument('--temperature', type=float, default=2.0,
+                    help='T of temperature sampling, p_d ~ n_d^(1/T)')
     ft.add_argument('--lr', type=float, default=1e-4)
     ft.add_argument('--warmup-ratio', type=float, default=0.06)
-    ft.add_argument('--loss', choices=['smooth_l1', 'l1'], default='smooth_l1')
+    ft.add_argument('--precision', choices=['fp32', 'bf16', 'fp16'],
+                    default='fp32')
+    ft.add_argument('--accumulation', type=int, default=1)
+    ft.add_argument('--ckpt-every', type=int, default=None,
+                    help='resume checkpoint every N steps (and every epoch)')
     ft.add_argument('--pooler-dropout', type=float, default=0.0)
     ft.add_argument('--dropout', type=float, default=None,
                     help='residual and attention dropout (default: 0.1 as '
                     'the official model)')
     ft.add_argument('--pair-dropout', type=float, default=None,
                     help='triangle-update dropout (default: 0.25)')
-    ft.add_argument('--split', choices=['random', 'scaffold',
-                                        'scaffold_similarity'],
-                    default='random')
     ft.add_argument('--conformers', type=int, default=1,
                     help='conformers per molecule: one drawn per epoch in '
                     'training, predictions averaged at evaluation '
@@ -169,21 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument('--ema-decay', type=float, default=None,
                     help='evaluate and save an exponential moving average '
                     'of the weights (e.g. 0.999)')
-    ft.add_argument('--pretrained', default=None, metavar='CKPT',
-                    help='initialise the backbone from this checkpoint')
-    ft.add_argument('--split-file', default=None,
-                    help='reuse (or write) the split in this .npz file')
     ft.add_argument('--seed', type=int, default=0)
-    ft.add_argument('--workers', type=int, default=None,
-                    help='featurization processes (default: all cores)')
     ft.add_argument('--num-workers', type=int, default=0,
                     help='DataLoader worker processes')
     ft.add_argument('--device', default='cpu')
     ft.add_argument('--out', default='runs/finetune')
     ft.set_defaults(func=_finetune)
 
-    pr = sub.add_parser('predict', help='predict properties for SMILES')
+    pr = sub.add_parser('predict', help='predict the tasks of a fine-tuned '
+                        'checkpoint (probabilities for classification)')
     _add_inference_arguments(pr, out_help='output CSV')
+    pr.add_argument('--task-set', default=None, metavar='DATASET',
+                    help='which dataset\'s heads of a joint run (default: '
+                    'the first)')
     pr.set_defaults(func=_predict)
 
     em = sub.add_parser(

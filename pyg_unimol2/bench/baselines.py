@@ -2,10 +2,13 @@
 :class:`~torch_geometric.nn.models.SchNet` and
 :class:`~torch_geometric.nn.models.DimeNetPlusPlus` (with the pure-PyTorch
 neighbour graphs of :mod:`pyg_unimol2.bench.geometry`) and an MLP on Morgan
-fingerprints. Each maps a mini-batch to standardised predictions
-``[B, T]``.
+fingerprints. Each maps a mini-batch to a molecule representation; in
+:class:`BaselineMultiTask` the task heads of
+:class:`~pyg_unimol2.models.multitask.TaskModel` sit on it, exactly as on
+Uni-Mol2's CLS representation, so baselines train in the same loop with the
+same losses, metrics and checkpoints.
 """
-from typing import Sequence
+from typing import Dict, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +19,8 @@ from torch_geometric.data import Batch
 from torch_geometric.nn.models import DimeNetPlusPlus, SchNet
 from torch_geometric.utils import scatter
 
+from ..models.multitask import TaskModel
+from ..tasks import Task
 from .geometry import RadiusInteractionGraph, radius_graph, triplets
 
 BASELINES = ('schnet', 'dimenet++', 'fingerprint')
@@ -50,7 +55,8 @@ class DenseDimeNetPlusPlus(DimeNetPlusPlus):
 
 
 class GeometricBaseline(torch.nn.Module):
-    """SchNet or DimeNet++ on elements and coordinates (``z``, ``pos``)."""
+    """SchNet or DimeNet++ on elements and coordinates (``z``, ``pos``),
+    with :obj:`num_targets` outputs per molecule."""
     def __init__(self, name: str, num_targets: int) -> None:
         super().__init__()
         self.name = name
@@ -103,3 +109,49 @@ def build_baseline(name: str, num_targets: int) -> torch.nn.Module:
     if name == 'fingerprint':
         return FingerprintMLP(num_targets)
     return GeometricBaseline(name, num_targets)
+
+
+#: Size of the representation a baseline gives its task heads.
+REPRESENTATION = 128
+
+
+class BaselineMultiTask(TaskModel):
+    r"""A baseline trunk (:func:`build_baseline` with
+    :data:`REPRESENTATION` outputs, a molecule representation) with the
+    task heads of :class:`~pyg_unimol2.models.multitask.TaskModel`.
+    Molecule-level tasks only. The fingerprint MLP computes the Morgan
+    fingerprints of ``batch.smiles`` itself (cached per SMILES).
+
+    Args:
+        name (str): one of :data:`BASELINES`.
+        groups (Mapping[str, Sequence[Task]]): the tasks of each dataset.
+    """
+    def __init__(self, name: str, groups: Mapping[str, Sequence[Task]]
+                 ) -> None:
+        super().__init__(groups, REPRESENTATION)
+        if name not in BASELINES:
+            raise ValueError(f'unknown baseline {name!r} (use one of '
+                             f'{", ".join(BASELINES)})')
+        atom_tasks = [t.name for t in self.tasks if t.level == 'atom']
+        if atom_tasks:
+            raise ValueError(f'the {name} baseline predicts molecule-level '
+                             f'tasks only, not {atom_tasks}')
+        self.kind = name
+        self.trunk = build_baseline(name, REPRESENTATION)
+        self._fps: Dict[str, Tensor] = {}
+
+    def _fingerprints(self, smiles: Sequence[str]) -> Tensor:
+        todo = [s for s in dict.fromkeys(smiles) if s not in self._fps]
+        if todo:
+            self._fps.update(zip(todo, morgan_fingerprints(todo)))
+        return torch.stack([self._fps[s] for s in smiles])
+
+    def forward(self, batch: Batch, dataset: str) -> Dict[str, Tensor]:
+        if self.kind == 'fingerprint':
+            device = next(self.parameters()).device
+            batch.fp = self._fingerprints(list(batch.smiles)).to(device)
+        rep = self.trunk(batch)
+        return {t.name: head(rep) for t, head in self.dataset_heads(dataset)}
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}({self.kind}, {list(self.groups)})'

@@ -5,6 +5,9 @@ r"""Distributed-aware samplers for pretraining on a molecule store.
 * :class:`DynamicBatchSampler`: batches of similar atom counts under an
   atom (token) and/or atom-pair budget, so that little of the ``[B, L, L]``
   pair tensors is padding.
+* :class:`DatasetMixSampler`: which dataset each batch of a multi-dataset
+  run comes from (proportional, uniform or temperature :math:`p_d \propto
+  n_d^{1/T}`, JMP).
 
 Both take ``num_replicas``/``rank`` (default: from :mod:`torch.distributed`
 when it is initialized, else one replica), ``seed`` and :meth:`set_epoch`.
@@ -21,7 +24,8 @@ import torch
 from torch.utils.data import Sampler
 
 __all__ = ['scaffold_temperature_probabilities', 'ScaffoldTemperatureSampler',
-           'DynamicBatchSampler', 'padding_fraction']
+           'DynamicBatchSampler', 'DatasetMixSampler', 'dataset_probabilities',
+           'padding_fraction']
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[int]]
 
@@ -380,3 +384,106 @@ def padding_fraction(batches: Sequence[Sequence[int]],
     if padded_pairs == 0:
         return 0.0, 0.0
     return 1 - real_pairs / padded_pairs, 1 - real_atoms / padded_atoms
+
+
+MIX_MODES = ('proportional', 'uniform', 'temperature')
+
+
+def dataset_probabilities(sizes: Sequence[int], mode: str = 'temperature',
+                          temperature: float = 2.0) -> np.ndarray:
+    r"""Probability of drawing each dataset,
+
+    .. math::
+        p_d = \frac{n_d^{1/T}}{\sum_{d'} n_{d'}^{1/T}},
+
+    with :math:`T = 1` for ``'proportional'``, :math:`T \to \infty` for
+    ``'uniform'`` and :obj:`temperature` for ``'temperature'`` (JMP uses
+    :math:`T = 2`)."""
+    if mode not in MIX_MODES:
+        raise ValueError(f"unknown dataset sampling {mode!r} (use one of "
+                         f"{', '.join(MIX_MODES)})")
+    sizes = np.asarray(sizes, dtype=np.float64)
+    if (sizes <= 0).any():
+        raise ValueError(f'every dataset needs molecules, got sizes '
+                         f'{sizes.tolist()}')
+    if mode == 'temperature' and not temperature > 0:
+        raise ValueError(f'temperature must be positive, got {temperature}')
+    power = {'proportional': 1.0, 'uniform': 0.0,
+             'temperature': 1.0 / temperature if mode == 'temperature'
+             else 0.0}[mode]
+    weights = sizes ** power
+    return weights / weights.sum()
+
+
+class DatasetMixSampler:
+    r"""Interleaves the batches of several datasets; every batch holds
+    molecules of one dataset.
+
+    An epoch has as many batches as all datasets' batch samplers give
+    together. With ``'proportional'`` it is exactly those batches, in a
+    seeded random order (every molecule once). Otherwise each step draws a
+    dataset with :func:`dataset_probabilities` (sizes: molecules per
+    dataset) and takes that dataset's next batch; a dataset that runs out
+    continues with further epochs of its own sampler. Everything is a
+    function of ``(seed, epoch)``, so an epoch can be replayed from any
+    position (exact resume).
+
+    Args:
+        samplers (Sequence[DynamicBatchSampler]): one batch sampler per
+            dataset (with :meth:`set_epoch`).
+        sizes (Sequence[int]): molecules per dataset.
+        mode (str, optional): ``'proportional'``, ``'uniform'`` or
+            ``'temperature'``. (default: ``'temperature'``)
+        temperature (float, optional): :math:`T`. (default: :obj:`2.0`)
+        seed (int, optional): seed. (default: :obj:`0`)
+    """
+    #: Own-sampler epochs per mix epoch reserved for running datasets on.
+    _SUB_EPOCHS = 1_000_000
+
+    def __init__(self, samplers: Sequence[Sampler], sizes: Sequence[int],
+                 mode: str = 'temperature', temperature: float = 2.0,
+                 seed: int = 0) -> None:
+        if len(samplers) != len(sizes) or not samplers:
+            raise ValueError('give one batch sampler and one size per '
+                             'dataset')
+        self.samplers = list(samplers)
+        self.mode = mode
+        self.temperature = temperature
+        self.probabilities = dataset_probabilities(sizes, mode, temperature)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self, d: int, sub_epoch: int) -> List[List[int]]:
+        sampler = self.samplers[d]
+        sampler.set_epoch(self.epoch * self._SUB_EPOCHS + sub_epoch)
+        return list(sampler)
+
+    def plan(self) -> List[Tuple[int, List[int]]]:
+        """The epoch's ``(dataset, molecule indices)`` batches, in order."""
+        rng = _rng(self.seed, self.epoch)
+        own = [self._batches(d, 0) for d in range(len(self.samplers))]
+        total = sum(len(b) for b in own)
+        if self.mode == 'proportional':
+            flat = [(d, b) for d, batches in enumerate(own) for b in batches]
+            return [flat[i] for i in rng.permutation(len(flat))]
+        which = rng.choice(len(own), size=total, p=self.probabilities)
+        position = [0] * len(own)
+        sub_epoch = [0] * len(own)
+        plan = []
+        for d in which.tolist():
+            if position[d] == len(own[d]):
+                sub_epoch[d] += 1
+                own[d], position[d] = self._batches(d, sub_epoch[d]), 0
+            plan.append((d, own[d][position[d]]))
+            position[d] += 1
+        return plan
+
+    def __len__(self) -> int:
+        return sum(len(self._batches(d, 0)) for d in range(len(self.samplers)))
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({len(self.samplers)} datasets, '
+                f'mode={self.mode}, p={np.round(self.probabilities, 3)})')

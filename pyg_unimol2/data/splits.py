@@ -1,10 +1,14 @@
 """Seeded train/validation/test splits: random, Bemis-Murcko scaffold and
-scaffold similarity (scaffolds clustered by fingerprint similarity).
+scaffold similarity (scaffolds clustered by fingerprint similarity);
+k-fold cross-validation folds (random or scaffold,
+:func:`kfold_split`); and splits given by a column of the data file
+(:func:`column_split`).
 
 Splits are index arrays into a dataset. :func:`save_split` / :func:`load_split`
 store them as ``.npz`` files so that an experiment can be repeated on exactly
 the same molecules.
 """
+import heapq
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
@@ -49,6 +53,15 @@ def murcko_scaffold(smiles: str, include_chirality: bool = False) -> str:
         mol=mol, includeChirality=include_chirality)
 
 
+def _scaffold_groups(smiles: Sequence[str]) -> List[List[int]]:
+    """Indices of the molecules sharing each Bemis-Murcko scaffold, in
+    order of first appearance (acyclic molecules form one group)."""
+    groups: Dict[str, List[int]] = defaultdict(list)
+    for i, smi in enumerate(smiles):
+        groups[murcko_scaffold(smi)].append(i)
+    return list(groups.values())
+
+
 def scaffold_split(smiles: Sequence[str],
                    fractions: Sequence[float] = (0.8, 0.1, 0.1),
                    seed: int = 0) -> Split:
@@ -61,13 +74,10 @@ def scaffold_split(smiles: Sequence[str],
     order test, valid, train, that it fits into, and otherwise train.
     """
     _, valid_frac, test_frac = _check_fractions(fractions)
-    groups: Dict[str, List[int]] = defaultdict(list)
-    for i, smi in enumerate(smiles):
-        groups[murcko_scaffold(smi)].append(i)
     n = len(smiles)
     n_valid, n_test = int(round(valid_frac * n)), int(round(test_frac * n))
 
-    return _assign(list(groups.values()), n_valid, n_test,
+    return _assign(_scaffold_groups(smiles), n_valid, n_test,
                    np.random.default_rng(seed))
 
 
@@ -171,6 +181,146 @@ def scaffold_test_similarity(smiles: Sequence[str], split: Split) -> float:
     return float(np.mean([max(DataStructs.BulkTanimotoSimilarity(fp,
                                                                  train_fps))
                           for fp in test_fps]))
+
+
+def _carve_valid(groups: List[List[int]], valid_fraction: float,
+                 rng: np.random.Generator) -> Split:
+    """Train/valid parts of :obj:`groups` (whole groups, visited in a
+    seeded order, join valid while it holds at most :obj:`valid_fraction`
+    of their items, and at least one item stays in train); the test part
+    is empty."""
+    total = sum(len(g) for g in groups)
+    n_valid = min(int(round(valid_fraction * total)), total - 1)
+    return _assign(groups, n_valid, 0, rng)
+
+
+def kfold_split(smiles: Sequence[str], k: int = 5, fold: int = 0,
+                kind: str = 'random', seed: int = 0,
+                valid_fraction: float = 0.1) -> Split:
+    r"""Fold :obj:`fold` of a seeded :obj:`k`-fold cross-validation
+    (unimol_tools' ``MolTrain`` uses 5 folds).
+
+    The molecules (``kind='random'``) or whole Bemis-Murcko scaffold groups
+    (``kind='scaffold'``) are dealt into :obj:`k` disjoint folds: in a
+    seeded order, largest groups first, each joins the currently smallest
+    fold (the lowest-numbered of equally small ones), so fold sizes differ
+    by at most one molecule for random folds and are as even as the groups
+    allow for scaffold folds. The same :obj:`seed` gives the same folds for
+    every :obj:`fold`, so folds ``0..k-1`` test every molecule once.
+
+    Fold :obj:`fold` is the test part; a seeded :obj:`valid_fraction` of
+    the other molecules (whole scaffold groups for ``kind='scaffold'``) is
+    the validation part and the rest the training part.
+
+    Args:
+        smiles (Sequence[str]): the molecules, ``N`` SMILES.
+        k (int): number of folds, at least 2. (default: :obj:`5`)
+        fold (int): the test fold, ``0 <= fold < k``. (default: :obj:`0`)
+        kind (str): ``'random'`` or ``'scaffold'``. (default:
+            ``'random'``)
+        seed (int): seed of the folds and of the validation part.
+            (default: :obj:`0`)
+        valid_fraction (float): fraction of the non-test molecules that
+            validate, ``0 <= valid_fraction < 1``. (default: :obj:`0.1`)
+
+    Returns:
+        Split: sorted ``int64`` index arrays ``train``, ``valid``, ``test``
+        into ``range(N)``, disjoint and together covering it.
+
+    Raises:
+        ValueError: invalid :obj:`k`, :obj:`fold`, :obj:`kind` or
+            :obj:`valid_fraction`, or fewer molecules (scaffold groups)
+            than folds.
+    """
+    if k < 2:
+        raise ValueError(f'k-fold cross-validation needs k >= 2 folds, '
+                         f'got k={k}')
+    if not 0 <= fold < k:
+        raise ValueError(f'fold must be in 0..{k - 1} for k={k}, '
+                         f'got {fold}')
+    if not 0 <= valid_fraction < 1:
+        raise ValueError(f'valid_fraction must be in [0, 1), got '
+                         f'{valid_fraction}')
+    if kind == 'random':
+        groups = [[i] for i in range(len(smiles))]
+    elif kind == 'scaffold':
+        groups = _scaffold_groups(smiles)
+    else:
+        raise ValueError(f"unknown k-fold kind {kind!r}; expected 'random' "
+                         f"or 'scaffold'")
+    if len(groups) < k:
+        what = 'molecules' if kind == 'random' else 'scaffold groups'
+        raise ValueError(f'{k} folds need at least {k} {what}, got '
+                         f'{len(groups)}')
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(groups))
+    order = order[np.argsort([-len(groups[i]) for i in order],
+                             kind='stable')]
+    folds: List[List[List[int]]] = [[] for _ in range(k)]
+    sizes = [(0, f) for f in range(k)]  # a heap of (size, fold)
+    for i in order:
+        size, f = heapq.heappop(sizes)
+        folds[f].append(groups[i])
+        heapq.heappush(sizes, (size + len(groups[i]), f))
+    rest = [g for f in range(k) if f != fold for g in folds[f]]
+    split = _carve_valid(rest, valid_fraction, rng)
+    split['test'] = np.sort(np.asarray(
+        [i for g in folds[fold] for i in g], dtype=np.int64))
+    return split
+
+
+#: Values of a split column (lower case) and the part each names.
+COLUMN_SPLIT_VALUES = {'train': 'train', 'valid': 'valid', 'val': 'valid',
+                       'validation': 'valid', 'dev': 'valid', 'test': 'test'}
+
+
+def column_split(values: Sequence[str], seed: int = 0,
+                 valid_fraction: float = 0.1) -> Split:
+    r"""The split a column of the data file gives, one value per molecule:
+    ``train``, ``valid`` (or ``val``, ``validation``, ``dev``) or ``test``,
+    case and surrounding whitespace ignored.
+
+    When no molecule is marked for validation (MoleculeACE marks only
+    train and test), a seeded random :obj:`valid_fraction` of the training
+    molecules validates instead.
+
+    Args:
+        values (Sequence[str]): the column, ``N`` values.
+        seed (int): seed of the validation part carved from training.
+            (default: :obj:`0`)
+        valid_fraction (float): fraction of the training molecules carved
+            out when none is marked valid, ``0 <= valid_fraction < 1``.
+            (default: :obj:`0.1`)
+
+    Returns:
+        Split: sorted ``int64`` index arrays ``train``, ``valid``, ``test``
+        into ``range(N)``.
+
+    Raises:
+        ValueError: a value that names no part (the message gives the value
+            and the first row, counted from 0, holding it), no training or
+            no test molecule, or an invalid :obj:`valid_fraction`.
+    """
+    if not 0 <= valid_fraction < 1:
+        raise ValueError(f'valid_fraction must be in [0, 1), got '
+                         f'{valid_fraction}')
+    parts: Dict[str, List[int]] = dict(train=[], valid=[], test=[])
+    for i, value in enumerate(values):
+        part = COLUMN_SPLIT_VALUES.get(str(value).strip().lower())
+        if part is None:
+            raise ValueError(
+                f'split column: unknown value {value!r} in row {i} (accepted, '
+                f'case-insensitive: {", ".join(COLUMN_SPLIT_VALUES)})')
+        parts[part].append(i)
+    for part in ('train', 'test'):
+        if not parts[part]:
+            raise ValueError(f"split column: no row is marked '{part}'")
+    split = {k: np.asarray(v, dtype=np.int64) for k, v in parts.items()}
+    if not parts['valid']:
+        carved = _carve_valid([[i] for i in parts['train']], valid_fraction,
+                              np.random.default_rng(seed))
+        split.update(train=carved['train'], valid=carved['valid'])
+    return split
 
 
 def save_split(split: Split, path: Union[str, Path]) -> None:

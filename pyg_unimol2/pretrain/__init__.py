@@ -1,5 +1,4 @@
-"""Uni-Mol2 pretraining: objectives, configuration, checkpoints, DDP loop."""
-from .checkpoint import CheckpointWriter, latest_checkpoint, list_checkpoints
+"""Uni-Mol2 pretraining: objectives, configuration, DDP loop."""
 from .config import PretrainConfig, load_config_file
 from .objectives import (ObjectiveConfig, PretrainBatch, corrupt,
                          kabsch_align, pretrain_loss)
@@ -7,5 +6,4 @@ from .trainer import pretrain, train_step, validate
 
 __all__ = ['ObjectiveConfig', 'PretrainBatch', 'corrupt', 'kabsch_align',
            'pretrain_loss', 'PretrainConfig', 'load_config_file',
-           'CheckpointWriter', 'latest_checkpoint', 'list_checkpoints',
            'pretrain', 'train_step', 'validate']

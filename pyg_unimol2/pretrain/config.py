@@ -19,13 +19,13 @@ Every field ``some_name`` has the flag ``--some-name``
 (:func:`add_arguments`).
 """
 import argparse
-import json
 import os
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+from ..config_file import read_config_file
 from .objectives import ObjectiveConfig
 
 __all__ = ['PretrainConfig', 'load_config_file', 'add_arguments',
@@ -130,22 +130,7 @@ def load_config_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     """Reads a ``.json``, ``.toml`` or ``.yaml`` config file into a flat
     dict of :class:`PretrainConfig` and objective fields."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == '.json':
-        raw = json.loads(path.read_text())
-    elif suffix == '.toml':
-        import tomllib
-        raw = tomllib.loads(path.read_text())
-    elif suffix in ('.yaml', '.yml'):
-        try:
-            import yaml
-        except ImportError:
-            raise ImportError(f'reading {path} needs PyYAML; use a .json '
-                              f'or .toml file instead') from None
-        raw = yaml.safe_load(path.read_text()) or {}
-    else:
-        raise ValueError(f'unknown config format {suffix!r} (use .json, '
-                         f'.toml or .yaml)')
+    raw = read_config_file(path)
     flat = dict(raw)
     flat.update(flat.pop('objective', None) or {})
     unknown = set(flat) - _TOP - _OBJECTIVE

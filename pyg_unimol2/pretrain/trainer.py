@@ -23,19 +23,17 @@ and loss-scaler states, the step, the sampler position (epoch and
 micro-batch index) and the skip count, and a run killed at any time and
 restarted in the same directory continues the same loss trajectory.
 
-Rank 0 alone writes checkpoints (:class:`~.checkpoint.CheckpointWriter`),
+Rank 0 alone writes checkpoints (:class:`~pyg_unimol2.checkpoints.CheckpointWriter`),
 TensorBoard logs, ``metrics.jsonl`` (one line per step, one per validation)
 and the progress bar.
 """
 import json
 import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
-from typing import (Callable, ContextManager, Dict, Iterator, List,
+from typing import (Callable, Dict, Iterator, List,
                     Optional, Tuple)
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -49,8 +47,10 @@ from ..data.dense import DenseBatch, to_dense
 from ..data.samplers import DynamicBatchSampler, ScaffoldTemperatureSampler
 from ..datasets.hdf5 import HDF5MoleculeDataset
 from ..models.unimol2 import UniMol2
-from ..train.finetune import lr_lambda
-from .checkpoint import CheckpointWriter, latest_checkpoint
+from ..train.loop import (autocast, lr_lambda, optimizer_step, seed_of,
+                          truncate_metrics)
+from ..checkpoints import (CheckpointWriter, latest_checkpoint,
+                           pretrain_state)
 from .config import PretrainConfig
 from .objectives import ObjectiveConfig, PretrainBatch, corrupt, pretrain_loss
 
@@ -59,12 +59,6 @@ __all__ = ['pretrain', 'train_step', 'validate', 'Collate', 'coords_2d',
 
 #: Per-step metrics averaged over micro-batches and ranks.
 TRAIN_METRICS = ('loss', 'atom', 'coord', 'dist', 'acc')
-
-
-def _seed(*parts: int) -> int:
-    """A 63-bit seed mixed from non-negative integers."""
-    state = np.random.SeedSequence(list(parts)).generate_state(2, np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
 
 
 def coords_2d(smiles: str, num_atoms: int) -> Tensor:
@@ -112,13 +106,6 @@ def _is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def _autocast(device: torch.device, precision: str) -> ContextManager:
-    if precision == 'fp32':
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == 'bf16' else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, batches: List[PretrainBatch],
                objective: ObjectiveConfig, clip_norm: float,
@@ -138,49 +125,26 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         ``padding`` (padded fraction of the pair elements) over all ranks,
         and ``skipped`` (``1.0`` if the update was skipped).
     """
-    model.train()
     device = next(model.parameters()).device
-    K = len(batches)
-    # loss terms (mean over micro-batches), molecules, real and padded
-    # pairs, non-finite flag
-    sums = torch.zeros(len(TRAIN_METRICS) + 4, dtype=torch.float64)
-    for k, batch in enumerate(batches):
-        sync = k == K - 1 or not isinstance(model, DistributedDataParallel)
-        with nullcontext() if sync else model.no_sync():
-            with _autocast(device, precision):
-                out = model(batch.inputs, masked_tokens=batch.masked)
-            terms = pretrain_loss(out, batch, objective)
-            scaler.scale(terms['loss'] / K).backward()
+
+    def loss_fn(model: torch.nn.Module, batch: PretrainBatch
+                ) -> Tuple[Tensor, Dict[str, Tensor]]:
+        with autocast(device, precision):
+            out = model(batch.inputs, masked_tokens=batch.masked)
+        terms = pretrain_loss(out, batch, objective)
         n = batch.inputs.atom_mask.sum(dim=1).double()
-        sums[:len(TRAIN_METRICS)] += torch.stack(
-            [terms[m].detach().double().cpu() for m in TRAIN_METRICS]) / K
-        sums[-4] += n.numel()
-        sums[-3] += float(n.square().sum())
-        sums[-2] += n.numel() * float(n.max()) ** 2
-    sums[-1] = float(not torch.isfinite(sums[:len(TRAIN_METRICS)]).all())
-    scaler.unscale_(optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-    world = 1
-    if _is_dist():
-        world = dist.get_world_size()
-        reduced = sums.to(device)
-        dist.all_reduce(reduced)
-        sums = reduced.cpu()
-    # Gradients are all-reduced, so the norm is the same on every rank.
-    skip = bool(sums[-1] > 0) or not bool(torch.isfinite(grad_norm))
-    if skip:
-        optimizer.zero_grad(set_to_none=True)
-        if scaler.is_enabled():
-            scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
-    else:
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-    metrics = {m: float(v) / world
-               for m, v in zip(TRAIN_METRICS, sums[:len(TRAIN_METRICS)])}
-    metrics.update(grad_norm=float(grad_norm), molecules=float(sums[-4]),
-                   padding=1.0 - float(sums[-3] / sums[-2]),
-                   skipped=float(skip))
+        logs = {m: terms[m].detach() for m in TRAIN_METRICS if m != 'loss'}
+        logs.update(molecules=n.numel(), real_pairs=n.square().sum(),
+                    padded_pairs=n.numel() * n.max() ** 2)
+        return terms['loss'], logs
+
+    sums = optimizer_step(model, optimizer, scaler, batches, loss_fn,
+                          clip_norm)
+    count = sums['micro_batches']
+    metrics = {m: sums[m] / count for m in TRAIN_METRICS}
+    metrics.update(grad_norm=sums['grad_norm'], molecules=sums['molecules'],
+                   padding=1.0 - sums['real_pairs'] / sums['padded_pairs'],
+                   skipped=sums['skipped'])
     return metrics
 
 
@@ -207,9 +171,9 @@ def validate(model: UniMol2, loader: DataLoader, objective: ObjectiveConfig,
     rank = dist.get_rank() if _is_dist() else 0
     sums = torch.zeros(len(TRAIN_METRICS) + 1, dtype=torch.float64)
     for i, (dense, pos_2d) in enumerate(loader):
-        gen = torch.Generator().manual_seed(_seed(seed, 3, rank, i))
+        gen = torch.Generator().manual_seed(seed_of(seed, 3, rank, i))
         batch = corrupt(dense, objective, gen, pos_2d).to(device)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             out = model(batch.inputs, masked_tokens=batch.masked)
         terms = pretrain_loss(out, batch, objective)
         B = dense.token.shape[0]
@@ -303,15 +267,6 @@ def _data(config: PretrainConfig, rank: int, world: int
     return sampler, make_loader, valid_loader
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drops the lines of steps after :obj:`step` (written before a kill)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines()
-            if line and json.loads(line)['step'] <= step]
-    path.write_text(''.join(line + '\n' for line in keep))
-
-
 def pretrain(config: PretrainConfig) -> Dict[str, float]:
     r"""Pretrains a :class:`~pyg_unimol2.models.UniMol2` on the store
     :obj:`config.store` for :obj:`config.max_steps` steps, resuming from
@@ -369,7 +324,7 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
     metrics_path = out / 'metrics.jsonl'
     writer = tb = bar = None
     if rank == 0:
-        _truncate_metrics(metrics_path, step)
+        truncate_metrics(metrics_path, step)
         writer = CheckpointWriter(out / 'checkpoints',
                                   keep=config.keep_checkpoints)
         tb = SummaryWriter(str(out / 'tb'),
@@ -388,12 +343,11 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
                 tb.add_scalar(f'{group}/{key}', value, step)
 
     def checkpoint() -> None:
-        writer.save(step, dict(
-            model=raw.state_dict(), optimizer=optimizer.state_dict(),
+        writer.save(step, pretrain_state(
+            raw, optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
             step=step, epoch=epoch, position=position, skipped=skipped,
-            world_size=world, config=config.to_dict(),
-            model_config=raw.config.to_dict()))
+            world_size=world, config=config.to_dict()))
 
     result: Dict[str, float] = {}
     stream = _micro_batches(sampler, make_loader, epoch, position)
@@ -403,9 +357,9 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
         for k in range(config.accumulation):
             epoch, position, (dense, pos_2d) = next(stream)
             gen = torch.Generator().manual_seed(
-                _seed(config.seed, 1, rank, step, k))
+                seed_of(config.seed, 1, rank, step, k))
             batches.append(corrupt(dense, objective, gen, pos_2d).to(device))
-        torch.manual_seed(_seed(config.seed, 2, rank, step))
+        torch.manual_seed(seed_of(config.seed, 2, rank, step))
         lr = scheduler.get_last_lr()[0]
         metrics = train_step(model, optimizer, scaler, batches, objective,
                              config.clip_norm, config.precision)

@@ -13,6 +13,8 @@ may differ between conformers, which a permutation-invariant model ignores.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -24,7 +26,8 @@ from ..data.featurize import featurize_smiles
 
 #: The attributes a conformer keeps (model inputs, target, molecule index).
 MODEL_KEYS = ('z', 'x', 'atom_feat', 'degree', 'pos', 'edge_index',
-              'edge_attr', 'spd', 'pair_feat', 'pair_type', 'has_graph', 'y')
+              'edge_attr', 'spd', 'pair_feat', 'pair_type', 'has_graph', 'y',
+              'atom_y')
 
 
 #: ``(smiles, seed) -> Data`` (:obj:`None`: embedding failed).
@@ -46,9 +49,15 @@ def drop_graph_features(data: Data) -> Data:
     return out
 
 
-def _view(data: Data, y: Tensor, mol: int, drop_feat: bool) -> Data:
-    out = Data(**{k: data[k] for k in MODEL_KEYS if k != 'y' and k in data})
-    out.y = y
+def _view(data: Data, labels: Data, mol: int, drop_feat: bool) -> Data:
+    """The model inputs of :obj:`data` with the labels of :obj:`labels`
+    (atom labels only where the atoms are the same, in the same order)."""
+    out = Data(**{k: data[k] for k in MODEL_KEYS if k not in ('y', 'atom_y')
+                  and k in data})
+    out.y = labels.y
+    if 'atom_y' in labels:
+        out.atom_y = labels.atom_y if torch.equal(data.z, labels.z) else \
+            torch.full_like(labels.atom_y, float('nan'))
     out.mol = torch.tensor([mol])
     return drop_graph_features(out) if drop_feat else out
 
@@ -65,7 +74,7 @@ def build_conformers(molecules: Sequence[Data], num_conformers: int = 1, *,
     several targets, seeds or feature modes embed each molecule once.
     """
     molecules = list(molecules)
-    confs = [[_view(d, d.y, i, drop_feat)] for i, d in enumerate(molecules)]
+    confs = [[_view(d, d, i, drop_feat)] for i, d in enumerate(molecules)]
     for seed in range(1, num_conformers):
         todo = sorted({d.smiles for d in molecules
                        if (d.smiles, seed) not in _CACHE})
@@ -78,23 +87,29 @@ def build_conformers(molecules: Sequence[Data], num_conformers: int = 1, *,
         for i, d in enumerate(molecules):
             conf = _CACHE[d.smiles, seed]
             confs[i].append(confs[i][0] if conf is None else
-                            _view(conf, d.y, i, drop_feat))
+                            _view(conf, d, i, drop_feat))
     return confs
 
 
 class RandomConformer(Dataset):
     """Training view: item ``i`` is a uniformly drawn conformer of molecule
-    ``i`` (drawn from :obj:`torch`'s global generator, so seeded runs
-    repeat)."""
-    def __init__(self, conformers: List[List[Data]]) -> None:
+    ``i``, a function of ``(seed, epoch, i)`` (:meth:`set_epoch`), so that
+    seeded runs and resumed runs draw the same conformers."""
+    def __init__(self, conformers: List[List[Data]], seed: int = 0) -> None:
         self.conformers = conformers
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.conformers)
 
     def __getitem__(self, index: int) -> Data:
         options = self.conformers[index]
-        return options[int(torch.randint(len(options), ()))]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return options[int(rng.integers(len(options)))]
 
 
 def all_conformers(conformers: List[List[Data]]) -> List[Data]:
@@ -102,16 +117,9 @@ def all_conformers(conformers: List[List[Data]]) -> List[Data]:
     return [c for options in conformers for c in options]
 
 
-def average_by_molecule(pred: Tensor, y: Tensor, mol: Tensor) -> Tensor:
-    """Test-time averaging: mean prediction per molecule, then the
-    per-target MAE ``[T]`` over molecules.
-
-    Args:
-        pred (Tensor): predictions ``[N, T]`` of ``N`` conformers.
-        y (Tensor): targets ``[N, T]`` (equal within a molecule).
-        mol (Tensor): molecule id of each row ``[N]``.
-    """
+def average_by_molecule(values: Tensor, mol: Tensor) -> Tensor:
+    """Test-time averaging: the mean of the rows of :obj:`values` ``[N,
+    ...]`` that share a molecule id in :obj:`mol` ``[N]``, one row per
+    molecule in increasing id order."""
     _, mol = torch.unique(mol, return_inverse=True)
-    mean_pred = scatter(pred, mol, dim=0, reduce='mean')
-    mean_y = scatter(y, mol, dim=0, reduce='mean')
-    return (mean_pred - mean_y).abs().mean(0)
+    return scatter(values, mol, dim=0, reduce='mean')

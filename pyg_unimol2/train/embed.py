@@ -28,22 +28,15 @@ from tqdm import tqdm
 
 from ..data.dense import to_dense
 from ..data.featurize import Failure, featurize_smiles, write_failures
-from ..models.official import load_official
-from ..models.regressor import load_regressor
+from ..checkpoints import load_backbone
 from ..models.unimol2 import UniMol2
 
 
 def load_encoder(checkpoint: Union[str, Path, dict]) -> UniMol2:
-    r"""The :class:`UniMol2` encoder of a checkpoint: a fine-tuning
-    checkpoint of ours (``model_config`` + ``backbone.*`` tensors), a
-    pretraining checkpoint of ours or an official one (official tensor
-    names; the architecture is read from the shapes, heads are kept)."""
-    if not isinstance(checkpoint, dict):
-        checkpoint = torch.load(checkpoint, map_location='cpu',
-                                weights_only=False)
-    if 'model_config' in checkpoint:
-        return load_regressor(checkpoint).backbone
-    return load_official(checkpoint)[0]
+    r"""The :class:`UniMol2` encoder of a checkpoint of any format (see
+    :mod:`pyg_unimol2.checkpoints.formats`), its architecture taken from
+    the checkpoint."""
+    return load_backbone(checkpoint)
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[range]:

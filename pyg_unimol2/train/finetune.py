@@ -1,224 +1,345 @@
-"""Fine-tuning Uni-Mol2 on molecular property regression.
+r"""Fine-tuning on any labelled molecules: one or several datasets, each
+with its own tasks (regression, binary / multi-class / multi-label
+classification; molecule or atom level), sparse labels, one backbone.
 
 The recipe follows the paper and the official fine-tuning task: AdamW,
-linear warmup then linear (polynomial, power 1) decay, gradient clipping at
-1.0, standardised targets, smooth-L1 (or L1) loss, best-validation checkpoint
-selection, and per-target test MAE in the targets' own units.
+linear warmup then linear decay, gradient clipping at 1.0, z-scored
+regression labels, best-validation checkpoint selection, test-time
+averaging over conformers. Losses and metrics use observed labels only
+(:mod:`pyg_unimol2.tasks.losses`); batches of several datasets are mixed
+by a dataset sampler (proportional, uniform or temperature, JMP's
+:math:`T = 2`). Training runs in :func:`pyg_unimol2.train.loop.fit`
+(resumable).
 
-Options of the official recipe, off by default: several conformers per
-molecule with test-time averaging (``conformers``, 11 officially), the
-"dropped features" input mode (``drop_feat``), an exponential moving average
-of the weights (``ema_decay``), and starting from pretrained weights
-(``pretrained``).
+Outputs in ``config.out``: ``best.pt`` (a ``'tasks'`` checkpoint),
+``results.json`` (per-dataset, per-task validation and test metrics),
+``test_predictions_<dataset>.csv``, ``metrics.jsonl``, TensorBoard logs,
+and ``checkpoints/`` (resume states).
 """
+import csv
 import json
 import math
-import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch.nn import functional as F
-from torch.utils.tensorboard import SummaryWriter
-from torch_geometric.data import Dataset
-from torch_geometric.loader import DataLoader
-from tqdm import tqdm
+from torch import Tensor
+from torch.utils.data import Dataset
 
+from ..checkpoints import (init_from_checkpoint, load_backbone,
+                           load_task_model, save_task_model,
+                           task_model_state)
 from ..data.splits import Split
-from ..models.regressor import (UniMol2Regressor, build_regressor,
-                                load_backbone_weights)
-from .conformers import (RandomConformer, all_conformers,
-                         average_by_molecule, build_conformers)
-from .ema import ExponentialMovingAverage
+from ..models.multitask import TaskModel, UniMol2MultiTask
+from ..models.unimol2 import UniMol2
+from ..tasks import Task, TaskError, label_slices
+from ..tasks.losses import multitask_loss
+from .batches import TaskBatches
+from .conformers import RandomConformer, all_conformers, build_conformers
+from .evaluate import evaluate_view, mean_score
+from .loop import LoopConfig, fit
+from .report import json_safe
+
+__all__ = ['FinetuneConfig', 'TaskData', 'finetune', 'fit_label_stats']
 
 
 @dataclass
 class FinetuneConfig:
-    """Hyper-parameters of a fine-tuning run (defaults: paper/official)."""
+    """Hyper-parameters of a fine-tuning run (defaults: paper/official).
+
+    Beyond the optimisation settings of
+    :class:`~pyg_unimol2.train.loop.LoopConfig`: the model (``model``:
+    ``'unimol2'`` or a baseline of
+    :data:`~pyg_unimol2.bench.baselines.BASELINES`; ``preset``,
+    ``pretrained`` checkpoint of any format whose architecture then wins
+    over ``preset``, ``keep_heads`` of that checkpoint whose task matches by
+    name, ``pooler_dropout``, ``model_overrides``), the data views
+    (``conformers`` per molecule, ``drop_feat``), batching (``batch_size``
+    molecules at most, optional ``max_tokens`` / ``max_pairs`` budgets as
+    in pretraining), dataset mixing (``mix``, ``temperature``) and the
+    datasets whose validation score selects the best epoch (``select_on``,
+    default all).
+    """
     preset: str = 'small'
+    model: str = 'unimol2'
     epochs: int = 40
+    max_steps: Optional[int] = None
     batch_size: int = 32
+    max_tokens: Optional[int] = None
+    max_pairs: Optional[int] = None
     lr: float = 1e-4
     weight_decay: float = 1e-4
     warmup_ratio: float = 0.06
     clip_norm: float = 1.0
-    loss: str = 'smooth_l1'
+    precision: str = 'fp32'
+    accumulation: int = 1
     pooler_dropout: float = 0.0
     seed: int = 0
     num_workers: int = 0
     device: str = 'cpu'
     out: str = 'runs/finetune'
     max_minutes: Optional[float] = None
+    ckpt_every: Optional[int] = None
     model_overrides: Dict[str, float] = field(default_factory=dict)
     conformers: int = 1
     drop_feat: bool = False
     ema_decay: Optional[float] = None
     pretrained: Optional[str] = None
+    keep_heads: bool = True
+    mix: str = 'temperature'
+    temperature: float = 2.0
     conformer_workers: Optional[int] = None
+    progress: bool = True
+    select_on: Optional[List[str]] = None
+
+    def loop(self) -> LoopConfig:
+        return LoopConfig(
+            epochs=self.epochs, max_steps=self.max_steps, lr=self.lr,
+            weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio,
+            clip_norm=self.clip_norm, precision=self.precision,
+            accumulation=self.accumulation, ema_decay=self.ema_decay,
+            max_minutes=self.max_minutes, ckpt_every=self.ckpt_every,
+            seed=self.seed, out=self.out, progress=self.progress)
 
 
-def lr_lambda(step: float, warmup: int, total: int) -> float:
-    """Linear warmup to 1, then linear decay to 0 (polynomial power 1)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
+@dataclass
+class TaskData:
+    """One dataset of a run: its molecules, split, tasks and loss weight.
+
+    Items of :obj:`dataset` hold the labels of :obj:`tasks` in ``y`` /
+    ``atom_y`` (:func:`~pyg_unimol2.tasks.label_slices`), ``NaN`` where
+    missing.
+    """
+    name: str
+    dataset: Dataset
+    split: Split
+    tasks: List[Task]
+    weight: float = 1.0
+
+    def part(self, name: str) -> Dataset:
+        return self.dataset[torch.as_tensor(self.split[name])]
 
 
-def _loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == 'smooth_l1':
-        return F.smooth_l1_loss(pred, target, beta=1.0)
-    if kind == 'l1':
-        return F.l1_loss(pred, target)
-    raise ValueError(f"unknown loss {kind!r} (use 'smooth_l1' or 'l1')")
-
-
-@torch.no_grad()
-def evaluate(model: UniMol2Regressor, loader: DataLoader,
-             device: torch.device) -> torch.Tensor:
-    """Per-target mean absolute error in target units, ``[T]``; predictions
-    of items sharing ``mol`` (conformers of one molecule) are averaged
-    first."""
-    model.eval()
-    preds, ys, mols, offset = [], [], [], 0
-    for batch in loader:
-        batch = batch.to(device)
-        preds.append(model.predict(batch))
-        ys.append(batch.y)
-        mols.append(batch.mol if 'mol' in batch else
-                    offset + torch.arange(batch.num_graphs, device=device))
-        offset += batch.num_graphs
-    return average_by_molecule(torch.cat(preds), torch.cat(ys),
-                               torch.cat(mols))
-
-
-def _datasets(dataset: Dataset, split: Split,
-              config: FinetuneConfig) -> Dict[str, object]:
+def _views(data: TaskData, config: FinetuneConfig) -> Dict[str, Dataset]:
     """Train/valid/test views: the dataset itself, or with ``conformers >
     1`` / ``drop_feat`` a random conformer per molecule for training and all
     conformers (averaged at scoring) for validation and test."""
     if config.conformers <= 1 and not config.drop_feat:
-        return {name: dataset[torch.as_tensor(split[name])]
-                for name in ('train', 'valid', 'test')}
+        return {name: data.part(name) for name in ('train', 'valid', 'test')}
     views = {}
     for name in ('train', 'valid', 'test'):
-        confs = build_conformers(dataset[torch.as_tensor(split[name])],
-                                 config.conformers,
+        confs = build_conformers(data.part(name), config.conformers,
                                  drop_feat=config.drop_feat,
                                  workers=config.conformer_workers)
-        views[name] = RandomConformer(confs) if name == 'train' else \
-            all_conformers(confs)
+        views[name] = RandomConformer(confs, config.seed) \
+            if name == 'train' else all_conformers(confs)
     return views
 
 
-def finetune(dataset: Dataset, split: Split, target_names: List[str],
-             config: FinetuneConfig) -> Dict[str, object]:
-    """Trains a regressor on ``dataset[split['train']]``; selects the epoch with
-    the lowest mean standardised validation MAE; reports test MAE.
+def _labels(items: Dataset, attr: str) -> Tensor:
+    values = [d[attr] for d in items if attr in d]
+    return torch.cat(values) if values else torch.zeros(0, 0)
 
-    :obj:`dataset` items must hold ``y`` of shape ``[1, T]`` with the targets
-    in the order of :obj:`target_names`. Writes TensorBoard logs, the best
-    checkpoint (``best.pt``) and ``results.json`` into :obj:`config.out`.
+
+def fit_label_stats(model: TaskModel, data: TaskData) -> None:
+    """Sets the z-score statistics of every ``'zscore'`` task from its
+    *observed* training labels.
+
+    Raises:
+        TaskError: a task has no observed training label.
     """
+    train = data.part('train')
+    columns = {'y': _labels(train, 'y'), 'atom_y': _labels(train, 'atom_y')}
+    for task, head in model.dataset_heads(data.name):
+        attr, cols = label_slices(data.tasks)[task.name]
+        y = columns[attr][:, cols] if columns[attr].numel() else \
+            torch.zeros(0, task.width)
+        observed = torch.isfinite(y)
+        if not observed.any():
+            raise TaskError(f"task '{task.name}' of dataset '{data.name}' has "
+                            f"no observed label in the training split "
+                            f"({len(train)} molecules)")
+        if task.normalize != 'zscore':
+            continue
+        mean = torch.stack([y[observed[:, c], c].mean()
+                            for c in range(task.width)])
+        std = torch.stack([y[observed[:, c], c].std()
+                           if observed[:, c].sum() > 1 else torch.tensor(1.0)
+                           for c in range(task.width)])
+        head.set_stats(mean, torch.nan_to_num(std, nan=1.0))
+
+
+def _num_atoms(view: Dataset) -> List[int]:
+    if isinstance(view, RandomConformer):
+        return [options[0].num_nodes for options in view.conformers]
+    return [d.num_nodes for d in view]
+
+
+def build_model(data: Sequence[TaskData], config: FinetuneConfig
+                ) -> TaskModel:
+    """The run's model: Uni-Mol2 (fresh from ``preset``, or with the
+    architecture and weights of ``pretrained``) or a baseline, with one
+    head per task, label statistics from the training labels."""
+    groups = {d.name: d.tasks for d in data}
+    if config.model == 'unimol2':
+        backbone = load_backbone(config.pretrained, **config.model_overrides) \
+            if config.pretrained else UniMol2.from_preset(
+                config.preset, lm_head=False, **config.model_overrides)
+        model = UniMol2MultiTask(backbone, groups, config.pooler_dropout)
+    else:
+        from ..bench.baselines import BaselineMultiTask
+        model = BaselineMultiTask(config.model, groups)
+    for d in data:
+        fit_label_stats(model, d)
+    if config.pretrained and config.model == 'unimol2':
+        loaded, kept = init_from_checkpoint(model, config.pretrained,
+                                            keep_heads=config.keep_heads)
+        print(f'pretrained: {loaded} backbone tensors from '
+              f'{config.pretrained} ({model.backbone.config.name}); heads '
+              f'kept: {kept or "none"}')
+    return model
+
+
+def _check(data: Sequence[TaskData]) -> None:
+    names = [d.name for d in data]
+    if not data or len(set(names)) != len(names):
+        raise ValueError(f'give one or more datasets with distinct names, '
+                         f'got {names}')
+    for d in data:
+        for part in ('train', 'valid', 'test'):
+            if len(d.split[part]) == 0 and part != 'valid':
+                raise ValueError(f"dataset '{d.name}': the {part} split is "
+                                 f"empty")
+
+
+def finetune(data: Union[TaskData, Sequence[TaskData]],
+             config: FinetuneConfig) -> Dict[str, Any]:
+    r"""Trains one model on :obj:`data` (one dataset or several) and
+    reports test metrics per dataset and task (see the module docstring).
+
+    Returns:
+        dict: ``datasets`` (per dataset: split sizes, ``valid`` and
+        ``test`` metrics per task, ``train_mean_baseline_mae`` of regression
+        tasks), ``test_mae`` (flat, regression tasks, named ``task`` or
+        ``dataset/task`` when several datasets), ``best_epoch``,
+        ``epochs_run``, ``steps``, ``seconds`` and ``config``.
+    """
+    data = [data] if isinstance(data, TaskData) else list(data)
+    _check(data)
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-
-    train_set = dataset[torch.as_tensor(split['train'])]
-    loaders = {
-        name: DataLoader(view, batch_size=config.batch_size,
-                         shuffle=name == 'train',
-                         num_workers=config.num_workers)
-        for name, view in _datasets(dataset, split, config).items()
-    }
-    y_train = torch.cat([d.y for d in train_set], dim=0)
-
-    model = build_regressor(config.preset, target_names, config.pooler_dropout,
-                            **config.model_overrides)
-    if config.pretrained:
-        load_backbone_weights(model, config.pretrained)
-    model = model.to(device)
-    model.set_target_stats(y_train.mean(0), y_train.std(0))
-    ema = None if config.ema_decay is None else \
-        ExponentialMovingAverage(model, config.ema_decay)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  betas=(0.9, 0.99), eps=1e-6,
-                                  weight_decay=config.weight_decay)
-    total = config.epochs * len(loaders['train'])
-    warmup = max(1, int(config.warmup_ratio * total))
-
-    writer = SummaryWriter(str(out))
+    views = {d.name: _views(d, config) for d in data}
+    model = build_model(data, config).to(device)
+    weights = {d.name: d.weight for d in data}
+    source = TaskBatches({n: v['train'] for n, v in views.items()},
+                         {n: _num_atoms(v['train']) for n, v in views.items()},
+                         config.batch_size, config.max_tokens,
+                         config.max_pairs, config.mix, config.temperature,
+                         config.seed, device, config.num_workers)
     print(f'{model!r}: {sum(p.numel() for p in model.parameters()):,} '
-          f'parameters; train/valid/test = '
-          f'{len(split["train"])}/{len(split["valid"])}/{len(split["test"])}')
-    best, best_epoch, step = math.inf, -1, 0
-    start = time.time()
-    budget = math.inf if config.max_minutes is None else 60 * config.max_minutes
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        bar = tqdm(loaders['train'], desc=f'epoch {epoch}/{config.epochs}',
-                   unit='batch', dynamic_ncols=True)
-        for batch in bar:
-            batch = batch.to(device)
-            progress = max(step, total * (time.time() - start) / budget)
-            lr = config.lr * lr_lambda(progress, warmup, total)
-            for group in optimizer.param_groups:
-                group['lr'] = lr
-            loss = _loss(model(batch), model.standardize(batch.y), config.loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                       config.clip_norm)
-            optimizer.step()
-            if ema is not None:
-                ema.update()
-            step += 1
-            writer.add_scalar('train/loss', loss.item(), step)
-            writer.add_scalar('train/lr', lr, step)
-            writer.add_scalar('train/grad_norm', grad_norm.item(), step)
-            bar.set_postfix(loss=f'{loss.item():.4f}')
-            if time.time() - start > budget:
-                break
+          f'parameters; ' + '; '.join(
+              f'{d.name} train/valid/test = {len(d.split["train"])}/'
+              f'{len(d.split["valid"])}/{len(d.split["test"])}' for d in data))
 
-        with nullcontext() if ema is None else ema.average_parameters():
-            valid_mae = evaluate(model, loaders['valid'], device)
-            score = (valid_mae / model.std).mean().item()
-            if score < best:
-                best, best_epoch = score, epoch
-                save_checkpoint(model, config, out / 'best.pt')
-        for name, mae in zip(target_names, valid_mae.tolist()):
-            writer.add_scalar(f'valid_mae/{name}', mae, epoch)
-        print(f'epoch {epoch}: valid MAE ' + ', '.join(
-            f'{n}={m:.5f}' for n, m in zip(target_names, valid_mae.tolist())))
-        if time.time() - start > budget:
-            print(f'stopping in epoch {epoch}: the {config.max_minutes:g}-'
-                  f'minute budget is spent')
-            break
+    def loss_fn(model: TaskModel, item: Tuple[str, Any]
+                ) -> Tuple[Tensor, Dict[str, float]]:
+        name, batch = item
+        outputs = model(batch, name)
+        loss, parts = multitask_loss(model.groups[name], outputs,
+                                     model.standardized_targets(name, batch))
+        return weights[name] * loss, {f'loss/{name}/{t}': value
+                                      for t, (value, _) in parts.items()}
 
-    model.load_state_dict(torch.load(out / 'best.pt', weights_only=False)['model'])
-    test_mae = evaluate(model, loaders['test'], device)
-    y_test = torch.cat([d.y for d in dataset[torch.as_tensor(split['test'])]], 0)
-    mean_mae = (y_test - y_train.mean(0)).abs().mean(0)
-    results = dict(
-        targets=target_names, best_epoch=best_epoch,
-        test_mae=dict(zip(target_names, test_mae.tolist())),
-        train_mean_baseline_mae=dict(zip(target_names, mean_mae.tolist())),
-        epochs_run=epoch, seconds=time.time() - start, config=asdict(config))
-    for name, mae in results['test_mae'].items():
-        writer.add_scalar(f'test_mae/{name}', mae, best_epoch)
-    writer.close()
-    (out / 'results.json').write_text(json.dumps(results, indent=2))
+    def evaluate(model: TaskModel) -> Tuple[float, Dict[str, float]]:
+        scores, flat = {}, {}
+        for name, view in views.items():
+            metrics, score, _ = evaluate_view(
+                model, view['valid'], name, config.batch_size, device)
+            if config.select_on is None or name in config.select_on:
+                scores[name] = score
+            flat.update({f'{name}/{t}/{m}': v for t, per in metrics.items()
+                         for m, v in per.items()})
+        return mean_score(scores), flat
+
+    def state() -> Dict[str, Any]:
+        entry = task_model_state(model, asdict(config))
+        entry.pop('model')
+        return entry
+
+    run = fit(model, source, loss_fn, evaluate, config.loop(),
+              on_best=lambda m: save_task_model(m, out / 'best.pt',
+                                                asdict(config)),
+              state_extra=state)
+    best = load_task_model(out / 'best.pt').to(device)
+    results = dict(datasets={}, test_mae={}, best_epoch=run['best_epoch'],
+                   epochs_run=run['epochs_run'], steps=run['steps'],
+                   skipped_steps=run['skipped_steps'],
+                   seconds=run['seconds'], config=asdict(config))
+    for d in data:
+        results['datasets'][d.name] = _report(best, d, views[d.name], config,
+                                              out, device)
+        for task in d.tasks:
+            if task.kind == 'regression':
+                key = task.name if len(data) == 1 else f'{d.name}/{task.name}'
+                results['test_mae'][key] = \
+                    results['datasets'][d.name]['test'][task.name]['mae']
+    (out / 'results.json').write_text(json.dumps(json_safe(results), indent=2))
     return results
 
 
-def save_checkpoint(model: UniMol2Regressor, config: Optional[FinetuneConfig],
-                    path: Path) -> None:
-    """Writes the weights plus everything :func:`load_regressor` needs."""
-    torch.save(dict(model=model.state_dict(),
-                    model_config=asdict(model.backbone.config),
-                    target_names=model.target_names,
-                    pooler_dropout=model.head.dropout,
-                    finetune_config=None if config is None else asdict(config)),
-               path)
+def _report(model: TaskModel, data: TaskData, views: Dict[str, Dataset],
+            config: FinetuneConfig, out: Path,
+            device: torch.device) -> Dict[str, Any]:
+    """Validation and test metrics of the best model on one dataset, the
+    MAE of predicting the training mean, and the test predictions CSV."""
+    valid, _, _ = evaluate_view(model, views['valid'], data.name,
+                                config.batch_size, device)
+    test, _, (preds, labels) = evaluate_view(model, views['test'], data.name,
+                                             config.batch_size, device)
+    baseline = {}
+    train_y = _labels(data.part('train'), 'y')
+    for task in data.tasks:
+        if task.kind == 'regression' and task.level == 'molecule':
+            cols = label_slices(data.tasks)[task.name][1]
+            mean = torch.nanmean(train_y[:, cols], dim=0)
+            err = (labels[task.name] - mean).abs()
+            baseline[task.name] = float(err[torch.isfinite(err)].mean())
+    _write_predictions(out / f'test_predictions_{data.name}.csv', data,
+                       preds, labels)
+    return dict(sizes={k: len(v) for k, v in data.split.items()},
+                tasks=[t.to_dict() for t in data.tasks], valid=valid,
+                test=test, train_mean_baseline_mae=baseline)
+
+
+def _write_predictions(path: Path, data: TaskData, preds: Dict[str, Tensor],
+                       labels: Dict[str, Tensor]) -> None:
+    """``index,smiles`` then, per molecule-level task, its label(s) and
+    prediction(s) (probabilities for classification, per class for
+    multi-class)."""
+    test = data.part('test')
+    tasks = [t for t in data.tasks if t.level == 'molecule']
+    header = ['index', 'smiles']
+    for t in tasks:
+        header += [f'{c}' for c in t.columns]
+        if t.kind == 'multiclass':
+            header += [f'{t.name}_prob_{c}' for c in t.classes]
+        elif t.kind == 'regression':
+            header += [f'{c}_pred' for c in t.columns]
+        else:
+            header += [f'{c}_prob' for c in t.columns]
+    with open(path, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for row, index in enumerate(data.split['test'].tolist()):
+            line = [index, getattr(test[row], 'smiles', '')]
+            for t in tasks:
+                line += [_fmt(v) for v in labels[t.name][row].tolist()]
+                line += [_fmt(v) for v in preds[t.name][row].tolist()]
+            writer.writerow(line)
+
+
+def _fmt(value: float) -> str:
+    return '' if math.isnan(value) else f'{value:.6g}'

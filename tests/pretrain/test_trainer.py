@@ -17,7 +17,7 @@ from pyg_unimol2.data import from_smiles, to_dense
 from pyg_unimol2.data.store import build_store
 from pyg_unimol2.models import UniMol2
 from pyg_unimol2.pretrain import ObjectiveConfig, PretrainConfig, corrupt
-from pyg_unimol2.pretrain.checkpoint import list_checkpoints
+from pyg_unimol2.checkpoints import list_checkpoints
 from pyg_unimol2.pretrain.trainer import pretrain, train_step
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,7 +137,7 @@ def test_single_process_run(store, tmp_path):
     assert [r['step'] for r in lines if 'loss' in r] == [1, 2, 3, 4]
     assert [r['step'] for r in lines if 'valid_loss' in r] == [2, 4]
     assert [p.name for p in list_checkpoints(tmp_path / 'run' /
-                                             'checkpoints')] == \
+                                     'checkpoints')] == \
         ['step_00000002.pt', 'step_00000004.pt']
     assert any(p.name.startswith('events') for p in
                (tmp_path / 'run' / 'tb').iterdir())
@@ -207,7 +207,7 @@ def test_ddp_sigkill_resume_reproduces_trajectory(store, tmp_path):
         for key in COMPARED:
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-6,
-                                               abs=1e-9), (a['step'], key)
+                                       abs=1e-9), (a['step'], key)
     # Losses of later steps really differ from earlier ones (not constant).
     train = [r for r in ref if 'loss' in r]
     assert train[0]['loss'] != train[-1]['loss']

@@ -1,23 +1,23 @@
+import pytest
 import torch
 from torch_geometric.loader import DataLoader
 
 from pyg_unimol2.data import from_smiles
 from pyg_unimol2.data.encoding import DROPPED_SPD
-from pyg_unimol2.models.regressor import build_regressor
+from pyg_unimol2.models.multitask import build_multitask
+from pyg_unimol2.tasks import Task
 from pyg_unimol2.train.conformers import (RandomConformer, all_conformers,
                                           average_by_molecule,
                                           build_conformers,
                                           drop_graph_features)
-from pyg_unimol2.train.finetune import evaluate
+from pyg_unimol2.train.evaluate import evaluate_view
 
 
-def test_average_by_molecule_averages_then_scores():
+def test_average_by_molecule_averages_rows_of_a_molecule():
     pred = torch.tensor([[1.0], [3.0], [10.0], [0.0], [4.0]])
-    y = torch.tensor([[2.0], [2.0], [5.0], [5.0], [5.0]])
     mol = torch.tensor([7, 7, 9, 9, 9])
-    # molecule 7: mean 2 -> error 0; molecule 9: mean 14/3 -> error 1/3
-    torch.testing.assert_close(average_by_molecule(pred, y, mol),
-                               torch.tensor([1 / 6]))
+    torch.testing.assert_close(average_by_molecule(pred, mol),
+                               torch.tensor([[2.0], [14 / 3]]))
 
 
 def _molecules():
@@ -39,7 +39,12 @@ def test_conformers_differ_and_keep_targets():
                                   torch.cdist(c[2].pos, c[2].pos), atol=1e-2)
                for c in confs)
     torch.manual_seed(0)
-    drawn = [RandomConformer(confs)[1] for _ in range(20)]
+    view = RandomConformer(confs, seed=0)
+    drawn = []
+    for epoch in range(20):
+        view.set_epoch(epoch)
+        drawn.append(view[1])
+        assert view[1] is drawn[-1]  # a function of (seed, epoch, index)
     assert len({id(d) for d in drawn}) > 1
     assert len(all_conformers(confs)) == 9
 
@@ -56,13 +61,14 @@ def test_dropped_features_keep_only_elements_and_geometry():
 def test_evaluate_averages_predictions_over_conformers():
     torch.manual_seed(0)
     confs = build_conformers(_molecules(), 2, workers=1)
-    model = build_regressor('tiny', ['y']).eval()
-    loader = DataLoader(all_conformers(confs), batch_size=4)
+    model = build_multitask('tiny', {'d': [Task('y')]}).eval()
     batch = next(iter(DataLoader(all_conformers(confs), batch_size=6)))
-    pred = model.predict(batch).view(3, 2).mean(1)
+    pred = model.predict(batch, 'd')['y'].view(3, 2).mean(1)
     expected = (pred - torch.tensor([0.0, 1.0, 2.0])).abs().mean()
-    torch.testing.assert_close(evaluate(model, loader, torch.device('cpu')),
-                               expected.view(1))
+    metrics, _, _ = evaluate_view(model, all_conformers(confs), 'd',
+                                  batch_size=4)
+    assert metrics['y']['mae'] == pytest.approx(float(expected), rel=1e-5)
+    assert metrics['y']['count'] == 3
 
 
 def test_conformers_are_embedded_once_per_process(monkeypatch):

@@ -11,9 +11,10 @@ from conftest import read_moses
 from pyg_unimol2.cli import main
 from pyg_unimol2.data import from_smiles, to_dense
 from pyg_unimol2.models import UniMol2, save_official
-from pyg_unimol2.models.regressor import build_regressor
+from pyg_unimol2.checkpoints import pretrain_state, save_task_model
+from pyg_unimol2.models.multitask import build_multitask
+from pyg_unimol2.tasks import Task
 from pyg_unimol2.train.embed import load_encoder
-from pyg_unimol2.train.finetune import save_checkpoint
 
 BAD = {3: 'C1CC', 11: 'not_a_smiles'}  # line index -> SMILES
 
@@ -63,11 +64,34 @@ def test_embed_cli(model, tmp_path):
 
 def test_load_encoder_from_finetuning_checkpoint(tmp_path):
     torch.manual_seed(0)
-    regressor = build_regressor('tiny', ['gap'])
-    save_checkpoint(regressor, None, tmp_path / 'best.pt')
+    model = build_multitask('tiny', {'d': [Task('gap')]})
+    save_task_model(model, tmp_path / 'best.pt')
     encoder = load_encoder(tmp_path / 'best.pt')
-    for key, value in regressor.backbone.state_dict().items():
+    for key, value in model.backbone.state_dict().items():
         assert torch.equal(encoder.state_dict()[key], value), key
+
+
+def test_embed_cli_on_a_pretraining_checkpoint(tmp_path):
+    """``unimol2 embed --checkpoint <pretraining step_*.pt>`` (it crashed
+    with KeyError: 'target_names')."""
+    torch.manual_seed(1)
+    model = UniMol2.from_preset('tiny').eval()
+    torch.save(pretrain_state(model, optimizer={}, step=5, epoch=0,
+                              position=0, skipped=0, world_size=1),
+               tmp_path / 'step_00000005.pt')
+    smiles = read_moses(5)
+    (tmp_path / 'mols.smi').write_text('\n'.join(smiles) + '\n')
+    out = tmp_path / 'emb.h5'
+    main(['embed', '--checkpoint', str(tmp_path / 'step_00000005.pt'),
+          '--smiles', str(tmp_path / 'mols.smi'), '--out', str(out),
+          '--workers', '1'])
+    with h5py.File(out) as f:
+        data = from_smiles(smiles[2], seed=0)
+        with torch.no_grad():
+            ref = model(to_dense(Batch.from_data_list([data])),
+                        compute_pos=False)
+        np.testing.assert_allclose(f['cls'][2], ref.cls[0].numpy(),
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_load_encoder_rejects_foreign_checkpoint(tmp_path):

@@ -1,8 +1,8 @@
 import torch
 
-from pyg_unimol2.pretrain.checkpoint import (CheckpointWriter,
-                                             latest_checkpoint,
-                                             list_checkpoints)
+from pyg_unimol2.checkpoints import (CheckpointWriter,
+                                     latest_checkpoint,
+                                     list_checkpoints)
 
 
 def test_keeps_newest_ten(tmp_path):
@@ -16,7 +16,7 @@ def test_keeps_newest_ten(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == names
     state = torch.load(latest_checkpoint(tmp_path))
     assert state['step'] == 1300 and torch.equal(state['w'],
-                                                 torch.full((3, ), 13.0))
+                                         torch.full((3, ), 13.0))
 
 
 def test_snapshot_taken_at_save(tmp_path):

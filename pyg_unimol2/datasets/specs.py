@@ -1,0 +1,207 @@
+r"""A run's datasets, described as data: :class:`DatasetSpec`, from
+command-line flags or a config file (``.toml`` / ``.json``).
+
+.. code-block:: toml
+
+    [train]                 # FinetuneConfig fields
+    preset = "tiny"
+    epochs = 10
+    mix = "temperature"
+    temperature = 2.0
+
+    [[datasets]]
+    name = "b3db"
+    builtin = "b3db"        # qm9, compas1d, b3db, moleculeace, freesolv
+    path = "B3DB_classification.tsv"
+    split = "scaffold"
+
+    [[datasets]]
+    name = "mine"
+    path = "my_molecules.csv"   # .csv/.tsv(.gz) or .sdf(.gz)
+    smiles_col = "SMILES"
+    targets = "active:classification,pIC50:regression"
+    weight = 0.5
+
+    [[datasets.tasks]]      # instead of targets: every Task field
+    name = "logS"
+    kind = "regression"
+    loss = "l1"
+
+A dataset is split by ``split``: ``random``, ``scaffold``,
+``scaffold_similarity``, ``column`` (the values of ``split_col``:
+train / valid / test) or ``kfold`` (fold ``fold`` of ``folds``).
+"""
+import os.path as osp
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..config_file import read_config_file
+from ..data.splits import (Split, column_split, kfold_split, make_split)
+from ..tasks import Task, parse_targets, task_from_dict
+
+__all__ = ['DatasetSpec', 'open_dataset', 'read_run_config', 'make_run_split',
+           'BUILTIN', 'SPLITS']
+
+BUILTIN = ('qm9', 'compas1d', 'b3db', 'moleculeace', 'freesolv')
+SPLITS = ('random', 'scaffold', 'scaffold_similarity', 'column', 'kfold')
+
+
+@dataclass
+class DatasetSpec:
+    r"""One dataset of a run.
+
+    Args:
+        name (str): its name (heads, metrics, logs).
+        builtin (str, optional): one of :data:`BUILTIN`; else a file.
+        path (str, optional): the data file (for builtin datasets: the
+            downloaded file, see their dataset cards).
+        smiles_col (str): SMILES column of a table.
+        targets (str, optional): tasks in the flag form
+            ``COLUMN:KIND,...`` (:func:`~pyg_unimol2.tasks.parse_targets`);
+            builtin datasets have defaults.
+        tasks (List[dict]): tasks with every field (instead of targets).
+        split (str): one of :data:`SPLITS`.
+        split_col (str, optional): column of a ``'column'`` split (builtin
+            MoleculeACE: its published ``split``).
+        folds (int): folds of a ``'kfold'`` split (``unimol_tools``: 5).
+        fold (int): the fold used as test part.
+        split_seed (int): seed of the split.
+        weight (float): loss weight of this dataset.
+        subset (int, optional): a seeded random subset (QM9, COMPAS-1D).
+        target (str): the MoleculeACE set, e.g. ``'CHEMBL204_Ki'``.
+    """
+    name: str
+    builtin: Optional[str] = None
+    path: Optional[str] = None
+    smiles_col: str = 'smiles'
+    targets: Optional[str] = None
+    tasks: List[Dict[str, Any]] = field(default_factory=list)
+    split: str = 'random'
+    split_col: Optional[str] = None
+    folds: int = 5
+    fold: int = 0
+    split_seed: int = 0
+    weight: float = 1.0
+    subset: Optional[int] = None
+    target: str = 'CHEMBL204_Ki'
+
+    def __post_init__(self) -> None:
+        if self.builtin is not None and self.builtin not in BUILTIN:
+            raise ValueError(f"dataset '{self.name}': unknown builtin "
+                             f"'{self.builtin}' (use one of "
+                             f"{', '.join(BUILTIN)})")
+        if self.builtin is None and self.path is None:
+            raise ValueError(f"dataset '{self.name}': give a path (or a "
+                             f"builtin dataset)")
+        if self.split not in SPLITS:
+            raise ValueError(f"dataset '{self.name}': unknown split "
+                             f"'{self.split}' (use one of {', '.join(SPLITS)})")
+        if self.split == 'column' and not self.split_col and \
+                self.builtin != 'moleculeace':
+            raise ValueError(f"dataset '{self.name}': a column split needs "
+                             f"split_col")
+
+    def declared_tasks(self) -> Optional[List[Task]]:
+        """The tasks given in the spec (:obj:`None`: the dataset's
+        defaults)."""
+        if self.tasks:
+            return [task_from_dict(dict(t)) for t in self.tasks]
+        if self.targets:
+            return parse_targets(self.targets)
+        return None
+
+
+def spec_from_dict(entry: Dict[str, Any]) -> DatasetSpec:
+    known = {f.name for f in fields(DatasetSpec)}
+    unknown = set(entry) - known
+    if unknown:
+        raise ValueError(f"dataset {entry.get('name', '?')!r}: unknown keys "
+                         f"{sorted(unknown)} (known: {', '.join(sorted(known))})")
+    return DatasetSpec(**entry)
+
+
+def read_run_config(path: str) -> Tuple[Dict[str, Any], List[DatasetSpec]]:
+    """The ``[train]`` table and the ``[[datasets]]`` of a config file;
+    relative data paths are taken relative to the config file."""
+    raw = read_config_file(path)
+    unknown = set(raw) - {'train', 'datasets'}
+    if unknown:
+        raise ValueError(f'{path}: unknown top-level keys {sorted(unknown)} '
+                         f'(use [train] and [[datasets]])')
+    if not raw.get('datasets'):
+        raise ValueError(f'{path}: no [[datasets]]')
+    specs = []
+    for entry in raw['datasets']:
+        entry = dict(entry)
+        if entry.get('path') and not osp.isabs(entry['path']):
+            entry['path'] = osp.join(osp.dirname(osp.abspath(path)),
+                                     entry['path'])
+        specs.append(spec_from_dict(entry))
+    return dict(raw.get('train', {})), specs
+
+
+def open_dataset(spec: DatasetSpec, root: str, *,
+                 workers: Optional[int] = None, progress: bool = True):
+    """Opens (featurizing on first use, then cached under
+    ``root/<name>``) the dataset of :obj:`spec`.
+
+    Returns:
+        (dataset, List[Task]): items with ``y`` (and ``atom_y``) in the
+        layout of the tasks, and the tasks (classes filled in).
+    """
+    from . import (B3DB, FreeSolv, MoleculeACE, SDFDataset, TabularDataset,
+                   load_property_dataset)
+    from .qm9 import QM9_TARGETS
+    from .compas1d import COMPAS1D_TARGETS
+
+    tasks = spec.declared_tasks()
+    folder = osp.join(root, spec.name)
+    kind = spec.builtin
+    if kind in ('qm9', 'compas1d'):
+        table = QM9_TARGETS if kind == 'qm9' else COMPAS1D_TARGETS
+        names = [t.name for t in tasks] if tasks else \
+            (['homo', 'lumo', 'gap'] if kind == 'qm9' else ['aEA', 'aIP'])
+        dataset, names, units = load_property_dataset(
+            kind, root, names, subset=spec.subset, workers=workers,
+            csv_path=spec.path, progress=progress)
+        declared = {t.name: t for t in tasks or []}
+        for t in declared.values():
+            if t.kind != 'regression' or t.level != 'molecule':
+                raise ValueError(f"{kind} target '{t.name}' is a molecule-"
+                                 f"level regression target")
+        out = [declared.get(n, Task(name=n)) for n in names]
+        for t in out:
+            t.unit = t.unit or table[t.name].unit
+        return dataset, out
+    common = dict(workers=workers, progress=progress)
+    if kind == 'b3db':
+        dataset = B3DB(folder, spec.path, tasks=tasks, **common)
+    elif kind == 'moleculeace':
+        dataset = MoleculeACE(folder, spec.target, spec.path, tasks=tasks,
+                              **common)
+    elif kind == 'freesolv':
+        dataset = FreeSolv(folder, spec.path, tasks=tasks, **common)
+    else:
+        if not tasks:
+            raise ValueError(f"dataset '{spec.name}' ({spec.path}): give its "
+                             f"targets (e.g. --targets 'col:regression')")
+        if str(spec.path).lower().endswith(('.sdf', '.sdf.gz', '.sd')):
+            dataset = SDFDataset(folder, spec.path, tasks,
+                                 split_prop=spec.split_col, progress=progress)
+        else:
+            dataset = TabularDataset(folder, spec.path, tasks,
+                                     smiles_col=spec.smiles_col,
+                                     split_col=spec.split_col, **common)
+    return dataset, dataset.tasks
+
+
+def make_run_split(spec: DatasetSpec, dataset) -> Split:
+    """The split :obj:`spec` asks for, of :obj:`dataset`'s molecules."""
+    smiles = [d.smiles for d in dataset]
+    if spec.split == 'column':
+        return column_split([d.split_tag for d in dataset],
+                            seed=spec.split_seed)
+    if spec.split == 'kfold':
+        return kfold_split(smiles, k=spec.folds, fold=spec.fold,
+                           seed=spec.split_seed)
+    return make_split(spec.split, smiles, seed=spec.split_seed)
