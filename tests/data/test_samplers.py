@@ -167,3 +167,57 @@ def test_dynamic_batches_over_scaffold_sampler(moses):
         DynamicBatchSampler(num_atoms, max_pairs=10, sampler=(
             ScaffoldTemperatureSampler(scaffold_ids, num_replicas=2,
                                        rank=0)))
+
+
+def test_dataset_probabilities_follow_n_to_the_one_over_t():
+    from pyg_unimol2.data.samplers import dataset_probabilities
+    sizes = [100, 400, 1600]
+    np.testing.assert_allclose(dataset_probabilities(sizes, 'proportional'),
+                               np.array(sizes) / 2100)
+    np.testing.assert_allclose(dataset_probabilities(sizes, 'uniform'),
+                               [1 / 3] * 3)
+    np.testing.assert_allclose(dataset_probabilities(sizes, 'temperature',
+                                                     2.0), [10 / 70, 20 / 70,
+                                                            40 / 70])
+    with pytest.raises(ValueError, match='unknown dataset sampling'):
+        dataset_probabilities(sizes, 'sqrt')
+    with pytest.raises(ValueError, match='every dataset needs molecules'):
+        dataset_probabilities([10, 0])
+
+
+def _mixer(mode, seed=0):
+    from pyg_unimol2.data.samplers import DatasetMixSampler
+    sizes = [40, 160, 640]
+    samplers = [DynamicBatchSampler(np.full(n, 10), max_batch_size=8,
+                                    bucket_size=8, num_replicas=1, rank=0,
+                                    seed=d) for d, n in enumerate(sizes)]
+    return DatasetMixSampler(samplers, sizes, mode, 2.0, seed), sizes
+
+
+def test_dataset_mix_proportional_visits_every_molecule_once():
+    mixer, sizes = _mixer('proportional')
+    plan = mixer.plan()
+    assert len(plan) == len(mixer) == sum(n // 8 for n in sizes)
+    for d, n in enumerate(sizes):
+        seen = sorted(i for dd, b in plan if dd == d for i in b)
+        assert seen == list(range(n))
+
+
+def test_dataset_mix_temperature_frequencies_and_replay():
+    mixer, sizes = _mixer('temperature')
+    counts = np.zeros(3)
+    for epoch in range(20):
+        mixer.set_epoch(epoch)
+        for d, batch in mixer.plan():
+            counts[d] += 1
+            assert max(batch) < sizes[d]
+    expected = np.sqrt(sizes) / np.sqrt(sizes).sum()
+    np.testing.assert_allclose(counts / counts.sum(), expected, atol=0.02)
+    # The small dataset runs out and continues with its next own epoch.
+    mixer.set_epoch(3)
+    first = mixer.plan()
+    again, _ = _mixer('temperature')
+    again.set_epoch(3)
+    assert again.plan() == first  # a function of (seed, epoch)
+    again.set_epoch(4)
+    assert again.plan() != first

@@ -1,0 +1,161 @@
+"""``unimol2 finetune --data`` on real labelled files: B3DB classification
+with its sparse logBB column as a second task (Uni-Mol2 and the
+fingerprint baseline in the same harness), and a joint run over QM9 +
+B3DB + MoleculeACE with the temperature sampler."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import SHARED
+from pyg_unimol2.cli import main
+from pyg_unimol2.data.samplers import dataset_probabilities
+
+B3DB = SHARED / 'datasets' / 'b3db' / 'B3DB_classification.tsv'
+ACE = SHARED / 'datasets' / 'moleculeace' / 'CHEMBL2835_Ki.csv'
+
+
+def _head(source, target, rows, delimiter):
+    """The header and rows ``rows`` of a table, in the same format."""
+    with open(source, newline='') as f:
+        lines = list(csv.reader(f, delimiter=delimiter))
+    with open(target, 'w', newline='') as f:
+        w = csv.writer(f, delimiter=delimiter)
+        w.writerow(lines[0])
+        w.writerows(lines[1 + i] for i in rows)
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('multitask')
+    # 80 B3DB rows: the first 60 (logBB filled for most) and 20 without
+    # logBB from further down, plus a bad SMILES row.
+    with open(B3DB, newline='') as f:
+        lines = list(csv.reader(f, delimiter='\t'))
+    header, body = lines[0], lines[1:]
+    col = header.index('logBB')
+    sparse = [i for i, r in enumerate(body) if not r[col]][:20]
+    rows = list(range(60)) + sparse
+    _head(B3DB, tmp / 'b3db.tsv', rows, '\t')
+    with open(tmp / 'b3db.tsv', 'a', newline='') as f:
+        bad = ['9999', 'bad', '', 'not_a_smiles', '', '', 'BBB+'] + \
+            [''] * (len(header) - 7)
+        csv.writer(f, delimiter='\t').writerow(bad)
+    _head(ACE, tmp / 'CHEMBL2835_Ki.csv', range(80), ',')
+    return tmp
+
+
+def _run(args, capsys):
+    main(args)
+    return capsys.readouterr().out
+
+
+def test_b3db_classification_and_sparse_regression(files, capsys):
+    common = ['finetune', '--data', str(files / 'b3db.tsv'), '--smiles-col',
+              'SMILES', '--targets',
+              'BBB+/BBB-:classification,logBB:regression', '--split',
+              'scaffold', '--preset', 'tiny', '--epochs', '2',
+              '--batch-size', '16', '--lr', '5e-4', '--root',
+              str(files / 'data'), '--workers', '2']
+    printed = _run(common + ['--out', str(files / 'unimol2')], capsys)
+    assert 'data/BBB+/BBB-: auroc=' in printed and 'average_precision=' \
+        in printed and 'data/logBB' in printed and 'mae=' in printed
+    results = json.loads((files / 'unimol2' / 'results.json').read_text())
+    test = results['datasets']['data']['test']
+    assert 0.0 <= test['BBB+/BBB-']['auroc'] <= 1.0
+    assert test['logBB']['mae'] > 0
+    # Only the observed logBB labels are scored.
+    with open(files / 'unimol2' / 'test_predictions_data.csv') as f:
+        preds = list(csv.DictReader(f))
+    observed = [r for r in preds if r['logBB'] != '']
+    assert test['logBB']['count'] == len(observed) < len(preds)
+    assert test['BBB+/BBB-']['count'] == len(preds)
+    probs = [float(r['BBB+/BBB-_prob']) for r in preds]
+    assert all(0 < p < 1 for p in probs)
+    mae = np.mean([abs(float(r['logBB']) - float(r['logBB_pred']))
+                   for r in observed])
+    assert mae == pytest.approx(test['logBB']['mae'], rel=1e-4)
+    tasks = {t['name']: t for t in results['datasets']['data']['tasks']}
+    assert tasks['BBB+/BBB-']['classes'] == ['BBB-', 'BBB+']
+
+    printed = _run(common + ['--model', 'fingerprint', '--out',
+                             str(files / 'fp')], capsys)
+    assert 'auroc=' in printed and 'mae=' in printed
+    fp = json.loads((files / 'fp' / 'results.json').read_text())
+    assert fp['config']['model'] == 'fingerprint'
+    assert fp['datasets']['data']['sizes'] == \
+        results['datasets']['data']['sizes']
+
+    # predict writes probabilities for the classification task.
+    (files / 'in.smi').write_text('CCO\nc1ccccc1N\nnot_a_smiles\n')
+    main(['predict', '--checkpoint', str(files / 'unimol2' / 'best.pt'),
+          '--smiles', str(files / 'in.smi'), '--out', str(files / 'p.csv'),
+          '--workers', '1'])
+    with open(files / 'p.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ['index', 'smiles', 'BBB+/BBB-_prob', 'logBB']
+    assert [r['index'] for r in rows] == ['0', '1']
+    assert all(0 < float(r['BBB+/BBB-_prob']) < 1 for r in rows)
+
+
+def test_joint_qm9_b3db_moleculeace_with_temperature_sampling(files,
+                                                               capsys):
+    config = files / 'joint.toml'
+    config.write_text(f'''
+[train]
+preset = "tiny"
+epochs = 2
+batch_size = 16
+lr = 5e-4
+mix = "temperature"
+temperature = 2.0
+
+[[datasets]]
+name = "qm9"
+builtin = "qm9"
+subset = 200
+targets = "homo,gap"
+
+[[datasets]]
+name = "b3db"
+builtin = "b3db"
+path = "{files / 'b3db.tsv'}"
+split = "scaffold"
+
+[[datasets]]
+name = "ace"
+builtin = "moleculeace"
+target = "CHEMBL2835_Ki"
+path = "{files / 'CHEMBL2835_Ki.csv'}"
+split = "column"
+weight = 0.5
+''')
+    out = files / 'joint'
+    printed = _run(['finetune', '--config', str(config), '--root',
+                    str(files / 'data'), '--workers', '2', '--out',
+                    str(out)], capsys)
+    results = json.loads((out / 'results.json').read_text())
+    expected = {'qm9': ['homo', 'gap'], 'b3db': ['BBB+/BBB-', 'logBB'],
+                'ace': ['y']}
+    for name, tasks in expected.items():
+        test = results['datasets'][name]['test']
+        assert list(test) == tasks
+        for task in tasks:
+            metric = 'auroc' if task == 'BBB+/BBB-' else 'mae'
+            assert test[task][metric] is not None, (name, task)
+            assert f'{name}/{task}' in printed
+    assert results['datasets']['ace']['sizes']['test'] == sum(
+        1 for r in csv.DictReader(open(files / 'CHEMBL2835_Ki.csv'))
+        if r['split'] == 'test')
+    # Batches come from every dataset, in proportions near n_d^(1/2).
+    lines = [json.loads(x) for x in (out / 'metrics.jsonl').read_text()
+             .splitlines() if '"train"' in x]
+    sizes = {n: results['datasets'][n]['sizes']['train'] for n in expected}
+    seen = {n: sum(f'loss/{n}/{expected[n][0]}' in r for r in lines)
+            for n in expected}
+    # Each record holds the losses of the datasets of its micro-batch.
+    assert all(seen.values()), seen
+    p = dataset_probabilities(list(sizes.values()), 'temperature', 2.0)
+    assert p == pytest.approx(np.sqrt(list(sizes.values())) /
+                              np.sqrt(list(sizes.values())).sum())
