@@ -54,7 +54,7 @@ def _finetune(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     train, specs = _specs(args)
     config = FinetuneConfig(
-        preset=args.preset, epochs=args.epochs, max_steps=args.max_steps,
+        model=args.model, preset=args.preset, epochs=args.epochs, max_steps=args.max_steps,
         batch_size=args.batch_size, max_tokens=args.max_tokens,
         max_pairs=args.max_pairs, lr=args.lr, warmup_ratio=args.warmup_ratio,
         precision=args.precision, accumulation=args.accumulation,
@@ -74,6 +74,9 @@ def _finetune(args: argparse.Namespace) -> None:
     config = dataclasses.replace(config, **train)
     opened = [(s, *open_dataset(s, args.root, workers=args.workers))
               for s in specs]
+    for task in (t for _, _, tasks in opened for t in tasks):
+        if args.loss and task.kind == 'regression':
+            task.loss = args.loss
     out = Path(config.out)
     folds = max((s.folds for s in specs if s.split == 'kfold'), default=0)
     runs = []
@@ -222,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help='reuse (or write) the split in this .npz file')
     src.add_argument('--workers', type=int, default=None,
                      help='featurization processes (default: all cores)')
+    ft.add_argument('--model', default='unimol2',
+                    choices=['unimol2', 'fingerprint', 'schnet', 'dimenet++'],
+                    help='Uni-Mol2, or a baseline in the same harness '
+                    '(Morgan-fingerprint MLP, SchNet, DimeNet++)')
     ft.add_argument('--preset', default='small')
     ft.add_argument('--pretrained', default=None, metavar='CKPT',
                     help='start from this checkpoint (official, pretraining '
@@ -254,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument('--accumulation', type=int, default=1)
     ft.add_argument('--ckpt-every', type=int, default=None,
                     help='resume checkpoint every N steps (and every epoch)')
+    ft.add_argument('--loss', choices=['smooth_l1', 'l1', 'mse'],
+                    default=None, help='loss of the regression tasks '
+                    '(default: smooth_l1; per task in --config)')
     ft.add_argument('--pooler-dropout', type=float, default=0.0)
     ft.add_argument('--dropout', type=float, default=None,
                     help='residual and attention dropout (default: 0.1 as '

@@ -25,7 +25,7 @@ from ..tasks import Task, label_slices
 from .unimol2 import UniMol2
 
 __all__ = ['TaskHead', 'TaskModel', 'UniMol2MultiTask', 'task_targets',
-           'module_key']
+           'module_key', 'build_multitask']
 
 TaskGroups = Mapping[str, Sequence[Task]]
 

@@ -186,13 +186,17 @@ class LoopConfig:
     progress: bool = True
 
 
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drops the lines of ``metrics.jsonl`` after :obj:`step` (written
-    after the checkpoint a run resumes from)."""
+def truncate_metrics(path: Path, step: int,
+                     redo: Sequence[str] = ()) -> None:
+    """Drops the lines of ``metrics.jsonl`` written after the checkpoint a
+    run resumes from: those of later steps, and those of :obj:`step` whose
+    ``group`` is in :obj:`redo` (work the resumed run repeats)."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line and json.loads(line)['step'] <= step]
+    records = [(line, json.loads(line)) for line in
+               path.read_text().splitlines() if line]
+    keep = [line for line, r in records if r['step'] < step or (
+        r['step'] == step and r.get('group') not in redo)]
     path.write_text(''.join(line + '\n' for line in keep))
 
 
@@ -265,7 +269,9 @@ def fit(model: torch.nn.Module, source: BatchSource, loss_fn: LossFn,
         print(f'resuming from {found} (step {loop["step"]}, epoch '
               f'{loop["epoch"]})')
     metrics_path = out / 'metrics.jsonl'
-    truncate_metrics(metrics_path, loop['step'])
+    # A checkpoint inside an epoch is followed by that epoch's validation.
+    truncate_metrics(metrics_path, loop['step'],
+                     redo=('valid',) if loop['position'] else ())
     tb = SummaryWriter(str(out), purge_step=loop['step'] + 1
                        if loop['step'] else None)
     writer = CheckpointWriter(out / 'checkpoints', keep=2)

@@ -159,3 +159,41 @@ weight = 0.5
     p = dataset_probabilities(list(sizes.values()), 'temperature', 2.0)
     assert p == pytest.approx(np.sqrt(list(sizes.values())) /
                               np.sqrt(list(sizes.values())).sum())
+
+
+def test_kfold_runs_every_fold_and_summarizes(tmp_path, capsys):
+    source = SHARED / 'datasets' / 'freesolv' / 'freesolv.csv'
+    _head(source, tmp_path / 'solv.csv', range(50), ',')
+    printed = _run(['finetune', '--data', str(tmp_path / 'solv.csv'),
+                    '--targets', 'expt', '--split', 'kfold', '--folds', '2',
+                    '--preset', 'tiny', '--epochs', '1', '--batch-size', '16',
+                    '--root', str(tmp_path / 'data'), '--workers', '1',
+                    '--out', str(tmp_path / 'cv')], capsys)
+    assert 'mean (std) over 2 folds' in printed
+    folds = [json.loads((tmp_path / 'cv' / f'fold{k}' / 'results.json')
+                        .read_text()) for k in range(2)]
+    tests = [np.load(tmp_path / 'cv' / f'split_data_kfold{k}_seed0.npz')
+             ['test'] for k in range(2)]
+    assert sorted(np.concatenate(tests).tolist()) == list(range(50))
+    summary = json.loads((tmp_path / 'cv' / 'results.json').read_text())
+    maes = [f['datasets']['data']['test']['expt']['mae'] for f in folds]
+    mean, std = summary['datasets']['data']['test']['expt']['mae'].split()
+    assert float(mean) == pytest.approx(np.mean(maes), rel=1e-3)
+
+
+def test_config_and_target_mistakes_are_named(tmp_path):
+    config = tmp_path / 'bad.toml'
+    config.write_text('[train]\npreset = "tiny"\nlearning_rate = 1\n\n'
+                      '[[datasets]]\nname = "x"\npath = "x.csv"\n'
+                      'targets = "y"\n')
+    with pytest.raises(ValueError, match="unknown \\[train\\] keys "
+                       "\\['learning_rate'\\]"):
+        main(['finetune', '--config', str(config), '--root',
+              str(tmp_path)])
+    config.write_text('[[datasets]]\nname = "x"\npath = "x.csv"\n'
+                      'smile_col = "s"\n')
+    with pytest.raises(ValueError, match="unknown keys \\['smile_col'\\]"):
+        main(['finetune', '--config', str(config)])
+    with pytest.raises(ValueError, match="unknown kind 'regresion'"):
+        main(['finetune', '--data', str(B3DB), '--targets',
+              'logBB:regresion'])
