@@ -259,6 +259,15 @@ def fit(model: torch.nn.Module, source: BatchSource, loss_fn: LossFn,
     found = latest_checkpoint(out / 'checkpoints')
     if found is not None:
         saved = read_checkpoint(found)
+        before = {k: v for k, v in saved['train_state']['config'].items()
+                  if k != 'progress'}
+        now = {k: v for k, v in vars(config).items() if k != 'progress'}
+        changed = sorted(k for k in now if before.get(k) != now[k])
+        if changed:
+            raise ValueError(
+                f'{out} holds a run with other settings ({", ".join(changed)}'
+                f'); resume with the same command, or use another output '
+                f'directory')
         model.load_state_dict(saved['model'])
         optimizer.load_state_dict(saved['train_state']['optimizer'])
         scaler.load_state_dict(saved['train_state']['scaler'])

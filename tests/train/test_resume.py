@@ -89,3 +89,14 @@ def test_sigkill_and_rerun_repeats_the_uninterrupted_run(table):
         for metric, value in b['datasets']['data']['test'][task].items():
             assert a['datasets']['data']['test'][task][metric] == \
                 pytest.approx(value, abs=1e-6), (task, metric)
+
+
+def test_rerun_with_other_settings_is_refused(table):
+    tmp, path = table
+    command = _command(path, tmp / 'data', tmp / 'other')
+    command[command.index('--epochs') + 1] = '1'
+    subprocess.run(command, check=True, capture_output=True)
+    command[command.index('--lr') + 1] = '1e-3'
+    run = subprocess.run(command, capture_output=True, text=True)
+    assert run.returncode != 0
+    assert 'holds a run with other settings (lr)' in run.stderr
