@@ -152,7 +152,7 @@ def test_records_kept_and_skipped(sdf_ds):
     assert 'not a number' in report[0]['reason']
     assert report[1]['reason'] == 'no 3D conformer'
     assert 'unparsable record' in report[2]['reason']
-    assert 'expected 10 atom values' in report[3]['reason']
+    assert 'expected 11 atom values' in report[3]['reason']
     assert repr(sdf_ds) == ("SDFDataset(mols.sdf, 5, tasks=['pIC50', "
                             "'active', 'charge'])")
 

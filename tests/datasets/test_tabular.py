@@ -160,6 +160,10 @@ def test_prepare_tasks_class_inference():
         Task('flag', 'classification')], values, 'f.csv')
     assert [t.classes for t in tasks] == [['1', '2', '10'], ['0', '1'],
                                           ['0', '1']]
+    # Multi-label columns with 0/1 cells: other values are bad cells later.
+    ml = prepare_tasks([Task('ml', 'multilabel', columns=['a', 'text'])],
+                       values, 'f.csv')
+    assert ml[0].classes == ['0', '1']
     with pytest.raises(TaskError, match=r"'kind'.*only the class.*f\.csv"):
         prepare_tasks([Task('kind', 'classification')], values, 'f.csv')
     with pytest.raises(TaskError, match=r"'empty'.*no observed label.*"
@@ -254,6 +258,12 @@ def test_missing_columns_errors(tmp_path):
                                         r"\['smi', 'logS'\]"):
         TabularDataset(str(tmp_path), str(path), [Task('pIC50')],
                        smiles_col='SMI', log=False)
+    bad = tmp_path / 'bad.csv'
+    bad.write_text('smiles,logS\nXX,1.0\nC1C,2.0\n')
+    with pytest.raises(ValueError, match='bad.csv: no molecule could be '
+                                         'featurized'):
+        TabularDataset(str(tmp_path), str(bad), [Task('logS')], workers=1,
+                       progress=False, log=False)
     with pytest.raises(FileNotFoundError, match='nothere.csv'):
         TabularDataset(str(tmp_path), str(tmp_path / 'nothere.csv'),
                        [Task('logS')], log=False)

@@ -1,0 +1,190 @@
+r"""A user's own labelled molecules with their own 3D conformers, from an SD
+file (:class:`SDFDataset`).
+
+Labels, the report of skipped records and bad labels, duplicate detection and
+caching are those of :class:`~pyg_unimol2.datasets.tabular.TabularDataset`
+(shared in :class:`~pyg_unimol2.datasets.tabular.LabelledMoleculeDataset`).
+"""
+import gzip
+import os.path as osp
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from tqdm import tqdm
+
+from ..tasks import Task
+from .tabular import LabelledMoleculeDataset, Record, resolve_column
+
+__all__ = ['SDFDataset', 'SDF_SUFFIXES']
+
+#: File endings read by :class:`SDFDataset`.
+SDF_SUFFIXES = ('.sdf', '.sd', '.mol', '.sdf.gz', '.sd.gz')
+
+
+class SDFDataset(LabelledMoleculeDataset):
+    r"""Labelled molecules from an SD file, each featurized with the
+    conformer of its own record (no re-embedding).
+
+    The file (``.sdf``, optionally gzipped) is **read in place**, with
+    RDKit's ``ForwardSDMolSupplier(removeHs=False)`` so that hydrogens with
+    coordinates are available; the molecule goes to
+    :func:`~pyg_unimol2.data.featurize.from_mol`. Atoms keep the record's
+    order: with :obj:`remove_hs` the heavy atoms in file order, else every
+    atom of the record in file order followed by hydrogens that RDKit adds
+    (with generated coordinates) for implicit ones. ``pos`` holds the
+    file's coordinates of these atoms.
+
+    Labels come from SD properties (``> <name>`` fields), laid out as in
+    :class:`~pyg_unimol2.datasets.tabular.TabularDataset`: a molecule-level
+    property holds the value; an atom-level property holds one value per
+    atom **of the record**, in file order, separated by whitespace or
+    ``;``. Values of removed hydrogens are dropped, added hydrogens get
+    ``NaN``.
+
+    Each item also has ``idx`` ``[1]`` (0-based record index), ``smiles``
+    (canonical SMILES of the record without hydrogens, e.g. for scaffold
+    splits), ``name`` (the :obj:`name_prop` property, else the record's
+    title line) and ``split_tag`` (the :obj:`split_prop` property or
+    ``''``).
+
+    **Skipped records** are listed in :attr:`report` and
+    ``processed/<stem>_report.csv`` with their 0-based record index
+    (column ``row``) and an empty ``column``: records RDKit cannot read or
+    sanitize ("unparsable record"), records without 3D coordinates ("no 3D
+    conformer": no conformer, or every z coordinate 0 in a block not
+    flagged 3D or with all coordinates 0), and molecules
+    :func:`~pyg_unimol2.data.featurize.from_mol` rejects. Bad labels,
+    duplicates, caching and :attr:`tasks` behave as in
+    :class:`~pyg_unimol2.datasets.tabular.TabularDataset`.
+
+    Args:
+        root (str): folder for ``processed/``.
+        path (str): the SD file.
+        tasks (Sequence[Task]): the tasks; :attr:`Task.columns` are SD
+            property names (matched exactly, else ignoring case).
+        remove_hs (bool): drop hydrogens. (default: :obj:`True`)
+        name_prop (str, optional): property stored as ``name``.
+            (default: :obj:`None`: the title line, ``_Name``)
+        split_prop (str, optional): property stored as ``split_tag``.
+        max_atoms (int): larger molecules are skipped. (default: :obj:`256`)
+        progress (bool): progress bar. (default: :obj:`True`)
+        extra_cols (Dict[str, str], optional): integer properties kept as
+            ``[1]`` long attributes, ``{attribute: property}``.
+        transform, pre_transform, pre_filter, force_reload, log: see
+            :class:`~torch_geometric.data.InMemoryDataset`.
+    """
+
+    def __init__(self, root: str, path: str,
+                 tasks: Sequence[Union[Task, Dict]], *,
+                 remove_hs: bool = True, name_prop: Optional[str] = None,
+                 split_prop: Optional[str] = None, max_atoms: int = 256,
+                 progress: bool = True,
+                 extra_cols: Optional[Dict[str, str]] = None,
+                 transform: Optional[Callable] = None,
+                 pre_transform: Optional[Callable] = None,
+                 pre_filter: Optional[Callable] = None,
+                 force_reload: bool = False, log: bool = True) -> None:
+        if not str(path).lower().endswith(SDF_SUFFIXES):
+            raise ValueError(f'{path}: not an SD file (expected one of '
+                             f'{", ".join(SDF_SUFFIXES)})')
+        self.name_prop = name_prop
+        self.split_prop = split_prop
+        super().__init__(root, path, tasks, remove_hs=remove_hs,
+                         max_atoms=max_atoms, progress=progress,
+                         extra_cols=extra_cols, transform=transform,
+                         pre_transform=pre_transform, pre_filter=pre_filter,
+                         force_reload=force_reload, log=log)
+
+    def _cache_options(self) -> Dict:
+        return {'format': 'sdf', 'name_prop': self.name_prop,
+                'split_prop': self.split_prop}
+
+    def _read(self) -> Tuple[List[Record], List[str]]:
+        from rdkit import Chem, rdBase
+        source = osp.basename(self.path)
+        opener = gzip.open if self.path.endswith('.gz') else open
+        mols = []
+        with opener(self.path, 'rb') as f, rdBase.BlockLogs():
+            for mol in Chem.ForwardSDMolSupplier(f, removeHs=False):
+                mols.append(mol)
+        props = sorted({p for m in mols if m is not None
+                        for p in m.GetPropNames()})
+
+        def prop(name: str) -> str:
+            return resolve_column(name, props, source, 'SD property',
+                                  'SD properties')
+
+        task_props = [prop(c) for t in self._declared for c in t.columns]
+        name_prop = prop(self.name_prop) if self.name_prop else None
+        split_prop = prop(self.split_prop) if self.split_prop else None
+        extra = {c: prop(c) for c in self.extra_cols.values()}
+
+        def get(mol, name: Optional[str]) -> str:
+            return mol.GetProp(name) if name and mol.HasProp(name) else ''
+
+        records = []
+        for i, mol in enumerate(mols):
+            if mol is None:
+                records.append(Record(row=i, failure=(
+                    'unparsable record (RDKit could not read or sanitize '
+                    'it)')))
+                continue
+            name = get(mol, name_prop) if name_prop else get(mol, '_Name')
+            record = Record(
+                row=i, name=name.strip(),
+                split_tag=get(mol, split_prop).strip(),
+                cells={p: get(mol, p) for p in task_props},
+                extra={c: get(mol, p) for c, p in extra.items()},
+                payload=mol)
+            if not _has_3d(mol):
+                record.failure = 'no 3D conformer'
+            records.append(record)
+        return records, task_props
+
+    def _featurize(self, records: List[Record]):
+        from rdkit import rdBase
+
+        from ..data.featurize import from_mol
+        out = []
+        for record in tqdm(records, unit='mol', desc='Featurizing',
+                           disable=not self.progress):
+            mol = record.payload
+            try:
+                with rdBase.BlockLogs():
+                    data = from_mol(mol, name=record.name or None,
+                                    remove_hs=self.remove_hs,
+                                    max_atoms=self.max_atoms)
+            except Exception as e:  # FeaturizationError or RDKit errors
+                out.append(str(e))
+                continue
+            record.smiles = data.smiles
+            n = record.n_atoms = mol.GetNumAtoms()
+            if self.remove_hs:
+                atom_map = [a.GetIdx() for a in mol.GetAtoms()
+                            if a.GetAtomicNum() != 1]
+            else:
+                atom_map = list(range(n)) + [-1] * (data.num_nodes - n)
+            if len(atom_map) != data.num_nodes:  # Not expected; be safe.
+                out.append(f'atom mapping failed: {len(atom_map)} mapped '
+                           f'atoms for {data.num_nodes} featurized ones')
+                continue
+            record.payload = None  # Free the molecule.
+            out.append((data, atom_map))
+        return out
+
+    def _atom_unit(self) -> str:
+        return 'atom of the SD record, in file order'
+
+
+def _has_3d(mol) -> bool:
+    """Whether :obj:`mol` has a 3D conformer: some z coordinate is not 0,
+    or the block is flagged 3D and not all coordinates are 0."""
+    if mol.GetNumConformers() == 0:
+        return False
+    conf = mol.GetConformer()
+    pos = np.asarray(conf.GetPositions())
+    if pos.size == 0:
+        return False
+    if np.any(pos[:, 2] != 0):
+        return True
+    return bool(conf.Is3D()) and bool(np.any(pos != 0))
