@@ -14,14 +14,16 @@ under ``--runs-dir``, so the script resumes and can be spread over processes
 
 CPU run committed in ``benchmarks/results/multitask.md``::
 
-    python benchmarks/multitask.py --shard 0/2 & python benchmarks/multitask.py --shard 1/2
-    python benchmarks/multitask.py --report
+    python benchmarks/multitask.py --budget-minutes 3 --shard 0/2 &
+    python benchmarks/multitask.py --budget-minutes 3 --shard 1/2
+    python benchmarks/multitask.py --budget-minutes 3 --report
 
 Full run on a GPU: ``--preset 84M --pretrained CKPT --budget-minutes 30
 --device cuda``.
 """
 import argparse
 import json
+import os
 import shlex
 import sys
 from dataclasses import replace
@@ -35,7 +37,10 @@ from pyg_unimol2.datasets.specs import (DatasetSpec, make_run_split,
                                         open_dataset)
 from pyg_unimol2.train.finetune import FinetuneConfig, TaskData, finetune
 
-SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'datasets'
+#: The datasets folder of ``shared/`` beside the repository (override with
+#: UNIMOL2_SHARED, as the tests).
+SHARED = Path(os.environ.get('UNIMOL2_SHARED', Path(__file__).resolve()
+                             .parents[2] / 'shared')) / 'datasets'
 MOLECULEACE = ('CHEMBL2835_Ki', 'CHEMBL2047_EC50', 'CHEMBL1871_Ki')
 #: (dataset, task, metric) rows of the table.
 ROWS = [('b3db', 'BBB+/BBB-', 'auroc'), ('b3db', 'logBB', 'mae')] + \
@@ -70,6 +75,7 @@ def jobs(args) -> List[Dict]:
 def run_job(job: Dict, data: Dict[str, TaskData], args) -> Dict:
     config = FinetuneConfig(
         preset=args.preset, epochs=args.epochs, batch_size=32, lr=args.lr,
+        max_tokens=args.max_tokens or None,
         seed=job['seed'], max_minutes=args.budget_minutes,
         pretrained=args.pretrained, device=args.device, progress=False,
         out=str(Path(args.runs_dir) / f"{job['mode']}_{job['dataset']}"
@@ -111,10 +117,11 @@ def report(args) -> None:
     notes = [
         '', f'- {len(done)} runs; budget {args.budget_minutes:g} min wall '
         f'clock per run (validation included), 1 thread, this 2-core '
-        f'machine shared by 2 benchmark processes; preset {args.preset} '
+        f'machine shared by 2 benchmark processes; batches of at most 32 '
+        f'molecules and {args.max_tokens} padded atoms; preset {args.preset} '
         f'from scratch' if not args.pretrained else
         f'- pretrained {args.pretrained}',
-        f'- optimizer steps per run, mean: ' + ', '.join(
+        '- optimizer steps per run, mean: ' + ', '.join(
             f'{m} {np.mean(v):.0f}' for m, v in steps.items() if v),
         f'- Uni-Mol2 run time, mean {np.mean(seconds):.0f} s' if seconds
         else '',
@@ -123,9 +130,10 @@ def report(args) -> None:
         f'and FreeSolv scaffold (seed 0), MoleculeACE its published '
         f'train/test split (valid carved from train); selection: best '
         f'validation epoch on the low-resource dataset\'s own tasks',
-        '- commands: `python benchmarks/multitask.py --shard 0/2` and '
-        '`--shard 1/2` in parallel, then `python benchmarks/multitask.py '
-        '--report`']
+        f'- commands: `python benchmarks/multitask.py --budget-minutes '
+        f'{args.budget_minutes:g} --shard 0/2` and `... --shard 1/2` in '
+        f'parallel, then `python benchmarks/multitask.py --budget-minutes '
+        f'{args.budget_minutes:g} --report`']
     table = '\n'.join(['## Graphium claim: low-resource biological tasks '
                        'alone vs jointly with QM9', ''] + lines + notes) + '\n'
     out = Path(args.results_dir)
@@ -143,6 +151,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument('--pretrained', default=None)
     p.add_argument('--budget-minutes', type=float, default=2.0)
     p.add_argument('--epochs', type=int, default=100)
+    p.add_argument('--max-tokens', type=int, default=1024,
+                   help='padded atoms per batch (length-bucketed batches of '
+                   'at most 32 molecules; 0: plain batches of 32)')
     p.add_argument('--lr', type=float, default=5e-4)
     p.add_argument('--seeds', type=int, default=3)
     p.add_argument('--qm9-subset', type=int, default=5000)

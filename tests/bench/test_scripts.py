@@ -59,3 +59,18 @@ def test_qm9_limited_smoke(tmp_path):
     assert all(r['model'].startswith('train50: ') for r in results['rows'])
     assert results['meta']['test_train_scaffold_tanimoto'] < 1
     assert '(Ha)' in md
+
+
+def test_multitask_smoke_and_report(tmp_path):
+    dirs = ['--root', str(tmp_path / 'data'), '--runs-dir',
+            str(tmp_path / 'runs'), '--results-dir', str(tmp_path / 'res')]
+    module = _script('multitask')
+    module.main(['--smoke', '--workers', '1', *dirs])
+    module.main(['--report', *dirs])
+    md = (tmp_path / 'res' / 'multitask.md').read_text()
+    row = next(line for line in md.splitlines()
+               if line.startswith('| freesolv | expt | mae |'))
+    assert row.count('n=1') == 3  # fingerprint, alone, joint
+    runs = json.loads((tmp_path / 'res' / 'multitask.json').read_text())
+    joint = next(r for r in runs['runs'] if r['mode'] == 'joint')
+    assert joint['test']['expt']['count'] > 0
