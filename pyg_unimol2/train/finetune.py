@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..checkpoints import (init_from_checkpoint, load_backbone,
-                           load_task_model, save_task_model,
+                           load_task_model, read_checkpoint, save_task_model,
                            task_model_state)
 from ..data.splits import Split
 from ..models.multitask import TaskModel, UniMol2MultiTask
@@ -182,9 +182,11 @@ def build_model(data: Sequence[TaskData], config: FinetuneConfig
     architecture and weights of ``pretrained``) or a baseline, with one
     head per task, label statistics from the training labels."""
     groups = {d.name: d.tasks for d in data}
+    pretrained = read_checkpoint(config.pretrained) \
+        if config.pretrained and config.model == 'unimol2' else None
     if config.model == 'unimol2':
-        backbone = load_backbone(config.pretrained, **config.model_overrides) \
-            if config.pretrained else UniMol2.from_preset(
+        backbone = load_backbone(pretrained, **config.model_overrides) \
+            if pretrained else UniMol2.from_preset(
                 config.preset, lm_head=False, **config.model_overrides)
         model = UniMol2MultiTask(backbone, groups, config.pooler_dropout)
     else:
@@ -192,8 +194,8 @@ def build_model(data: Sequence[TaskData], config: FinetuneConfig
         model = BaselineMultiTask(config.model, groups)
     for d in data:
         fit_label_stats(model, d)
-    if config.pretrained and config.model == 'unimol2':
-        loaded, kept = init_from_checkpoint(model, config.pretrained,
+    if pretrained:
+        loaded, kept = init_from_checkpoint(model, pretrained,
                                             keep_heads=config.keep_heads)
         print(f'pretrained: {loaded} backbone tensors from '
               f'{config.pretrained} ({model.backbone.config.name}); heads '
