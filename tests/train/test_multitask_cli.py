@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SHARED
+from conftest import SHARED, read_moses
 from pyg_unimol2.cli import main
 from pyg_unimol2.data.samplers import dataset_probabilities
 
@@ -197,3 +197,27 @@ def test_config_and_target_mistakes_are_named(tmp_path):
     with pytest.raises(ValueError, match="unknown kind 'regresion'"):
         main(['finetune', '--data', str(B3DB), '--targets',
               'logBB:regresion'])
+
+
+def test_sdf_file_trains_and_predicts_with_its_conformers(tmp_path):
+    from rdkit import Chem
+    from rdkit.Chem import AllChem, Descriptors
+    writer = Chem.SDWriter(str(tmp_path / 'mols.sdf'))
+    for i, smi in enumerate(read_moses(24)):
+        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
+        AllChem.EmbedMolecule(mol, randomSeed=i)
+        mol.SetProp('tpsa', f'{Descriptors.TPSA(mol):.3f}')
+        writer.write(mol)
+    writer.close()
+    main(['finetune', '--data', str(tmp_path / 'mols.sdf'), '--targets',
+          'tpsa', '--preset', 'tiny', '--epochs', '1', '--batch-size', '8',
+          '--root', str(tmp_path / 'data'), '--out', str(tmp_path / 'run')])
+    results = json.loads((tmp_path / 'run' / 'results.json').read_text())
+    assert results['datasets']['data']['test']['tpsa']['count'] > 0
+    main(['predict', '--checkpoint', str(tmp_path / 'run' / 'best.pt'),
+          '--smiles', str(tmp_path / 'mols.sdf'), '--out',
+          str(tmp_path / 'p.csv')])
+    with open(tmp_path / 'p.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r['index']) for r in rows] == list(range(24))
+    assert all(np.isfinite(float(r['tpsa'])) for r in rows)
