@@ -4,7 +4,6 @@ import csv
 import json
 
 import numpy as np
-import pytest
 from rdkit import Chem
 from rdkit.Chem import AllChem, Crippen
 
