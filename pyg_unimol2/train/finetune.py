@@ -38,7 +38,7 @@ from ..tasks.losses import multitask_loss
 from .batches import TaskBatches
 from .conformers import RandomConformer, all_conformers, build_conformers
 from .evaluate import evaluate_view, mean_score
-from .loop import LoopConfig, fit
+from .loop import LoopConfig, autocast, fit
 from .report import json_safe
 
 __all__ = ['FinetuneConfig', 'TaskData', 'finetune', 'fit_label_stats']
@@ -249,7 +249,8 @@ def finetune(data: Union[TaskData, Sequence[TaskData]],
     def loss_fn(model: TaskModel, item: Tuple[str, Any]
                 ) -> Tuple[Tensor, Dict[str, float]]:
         name, batch = item
-        outputs = model(batch, name)
+        with autocast(device, config.precision):
+            outputs = model(batch, name)
         loss, parts = multitask_loss(model.groups[name], outputs,
                                      model.standardized_targets(name, batch))
         return weights[name] * loss, {f'loss/{name}/{t}': value
