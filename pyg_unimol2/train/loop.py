@@ -223,7 +223,9 @@ def fit(model: torch.nn.Module, source: BatchSource, loss_fn: LossFn,
         model (torch.nn.Module): the model, on its device.
         source (BatchSource): training micro-batches.
         loss_fn (callable): ``(model, micro_batch) -> (loss, logs)``; logs
-            are averaged per step and logged under ``train/``.
+            are averaged per step and logged under ``train/``. It runs its
+            forward pass under :func:`autocast` with ``config.precision``
+            (the loop handles the fp16 loss scaling).
         evaluate (callable): ``model -> (score, metrics)`` on the
             validation data, lower score is better (NaN never wins);
             called after every epoch, with the EMA weights if any.
