@@ -113,6 +113,8 @@ def report(args) -> None:
         lines.append(f'| {dataset} | {task} | {metric} | ' +
                      ' | '.join(cells) + ' |')
     seconds = [r['seconds'] for r in done if r['mode'] != 'fingerprint']
+    own = {m: [_own_batches(args, r) for r in done if r['mode'] == m]
+           for m in ('alone', 'joint')}
     steps = {m: [r['steps'] for r in done if r['mode'] == m] for m in MODES}
     notes = [
         '', f'- {len(done)} runs; budget {args.budget_minutes:g} min wall '
@@ -125,6 +127,9 @@ def report(args) -> None:
             f'{m} {np.mean(v):.0f}' for m, v in steps.items() if v),
         f'- Uni-Mol2 run time, mean {np.mean(seconds):.0f} s' if seconds
         else '',
+        '- batches of the low-resource dataset itself per run, mean: ' +
+        ', '.join(f'{m} {np.mean(v):.0f}' for m, v in own.items() if v) +
+        ' (joint runs take more, cheaper steps: QM9 molecules are small)',
         f'- joint: the dataset + QM9 HOMO/LUMO/gap ({args.qm9_subset} '
         f'molecules, random split), temperature sampling T = 2; splits: B3DB '
         f'and FreeSolv scaffold (seed 0), MoleculeACE its published '
@@ -142,6 +147,15 @@ def report(args) -> None:
     (out / 'multitask.json').write_text(json.dumps(dict(
         rows=rows, runs=done, command=args.command), indent=2))
     print(table)
+
+
+def _own_batches(args, job: Dict) -> int:
+    """Training batches of the job's own dataset (``metrics.jsonl``)."""
+    path = Path(args.runs_dir) / f"{job['mode']}_{job['dataset']}" \
+        f"_seed{job['seed']}" / 'metrics.jsonl'
+    key = f"loss/{job['dataset']}/"
+    return sum(1 for line in path.read_text().splitlines()
+               if key in line and '"group": "train"' in line)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
