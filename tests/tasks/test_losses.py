@@ -76,7 +76,8 @@ def test_loss_with_70_percent_missing_equals_loss_on_observed(molecules):
         assert parts[task.name][0] == pytest.approx(float(value.detach()), rel=1e-6)
         expected = expected + task.weight * value
     expected = expected / sum(t.weight for t in TASKS)
-    assert float(loss) == pytest.approx(float(expected.detach()), rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()),
+                                                 rel=1e-6)
     expected.backward()
     for name, p in model.named_parameters():
         if name in grads:
