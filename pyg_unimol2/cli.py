@@ -41,6 +41,12 @@ def _specs(args: argparse.Namespace):
     return {}, specs
 
 
+def _split_name(spec) -> str:
+    """``split_<dataset>_<kind>[<fold>]_seed<seed>.npz``."""
+    fold = spec.fold if spec.split == 'kfold' else ''
+    return f'split_{spec.name}_{spec.split}{fold}_seed{spec.split_seed}.npz'
+
+
 def _finetune(args: argparse.Namespace) -> None:
     import dataclasses
 
@@ -85,9 +91,7 @@ def _finetune(args: argparse.Namespace) -> None:
         for spec, dataset, tasks in opened:
             spec = dataclasses.replace(spec, fold=fold % spec.folds)
             split_path = Path(args.split_file) if args.split_file and \
-                len(specs) == 1 else out / f'split_{spec.name}_{spec.split}' \
-                f'{f"{spec.fold}" if spec.split == "kfold" else ""}_seed' \
-                f'{spec.split_seed}.npz'
+                len(specs) == 1 else out / _split_name(spec)
             split = load_split(split_path) if split_path.exists() else \
                 make_run_split(spec, dataset)
             save_split(split, split_path)

@@ -35,14 +35,15 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from ..models.multitask import TaskModel, UniMol2MultiTask
+from ..models.multitask import TaskModel, UniMol2MultiTask, module_key
 from ..models.official import load_official
 from ..models.unimol2 import UniMol2
 from ..tasks import Task
 
 __all__ = ['read_checkpoint', 'checkpoint_format', 'load_backbone',
            'load_task_model', 'task_model_state', 'save_task_model',
-           'pretrain_state', 'init_from_checkpoint', 'CheckpointError',
+           'pretrain_state', 'init_from_checkpoint', 'keep_matching_heads',
+           'CheckpointError',
            'atomic_save']
 
 TASKS, PRETRAIN = 'pyg_unimol2.tasks', 'pyg_unimol2.pretrain'
@@ -144,7 +145,7 @@ def _regressor_state(checkpoint: Dict[str, Any]) -> Dict[str, torch.Tensor]:
             if k.startswith('head.')}
     mean, std = state.pop('mean'), state.pop('std')
     for i, name in enumerate(checkpoint['target_names']):
-        prefix = f'heads.data.{name}.'
+        prefix = f'heads.data.{module_key(name)}.'
         state[prefix + 'head.dense.weight'] = head['dense.weight']
         state[prefix + 'head.dense.bias'] = head['dense.bias']
         state[prefix + 'head.out_proj.weight'] = head['out_proj.weight'][i:i + 1]
@@ -223,15 +224,46 @@ def pretrain_state(model: UniMol2, **training) -> Dict[str, Any]:
                 model_config=model.config.to_dict(), **training)
 
 
+def keep_matching_heads(model: TaskModel, source: Source) -> List[str]:
+    r"""Copies into :obj:`model` every head of a ``'tasks'`` (or 0.1
+    ``'regressor'``) checkpoint whose task has the same name, kind, level
+    and output size: weights and label statistics, so its predictions
+    start where they ended. Other heads (and other formats) are left as
+    they are.
+
+    Returns:
+        List[str]: the tasks whose head was kept.
+    """
+    checkpoint = read_checkpoint(source)
+    kind = checkpoint_format(checkpoint)
+    if kind not in ('tasks', 'regressor'):
+        return []
+    state = (_regressor_state(checkpoint) if kind == 'regressor' else
+             checkpoint['model'])
+    old = {}
+    for dataset, tasks in _groups(checkpoint).items():
+        for task in tasks:
+            prefix = f'heads.{module_key(dataset)}.{module_key(task.name)}.'
+            old[task.name, task.kind, task.level, task.num_outputs] = {
+                k[len(prefix):]: v for k, v in state.items()
+                if k.startswith(prefix)}
+    kept = []
+    for dataset, tasks in model.groups.items():
+        for task in tasks:
+            key = (task.name, task.kind, task.level, task.num_outputs)
+            if key in old:
+                model.head(dataset, task.name).load_state_dict(old[key])
+                kept.append(task.name)
+    return kept
+
+
 def init_from_checkpoint(model: UniMol2MultiTask, source: Source, *,
                          keep_heads: bool = True) -> Tuple[int, List[str]]:
     r"""Initialises :obj:`model` from a checkpoint of any format: the
     backbone (its architecture must be the checkpoint's; build the model
     with :func:`load_backbone` to take it from there) and, with
-    :obj:`keep_heads`, every head of a ``'tasks'`` checkpoint whose task
-    has the same name, kind, level and output size (weights and label
-    statistics, so its predictions start where they ended); other heads
-    stay fresh.
+    :obj:`keep_heads`, the heads of matching tasks
+    (:func:`keep_matching_heads`).
 
     Returns:
         (int, List[str]): backbone tensors loaded and the heads kept.
@@ -248,16 +280,5 @@ def init_from_checkpoint(model: UniMol2MultiTask, source: Source, *,
             f'({backbone.config.name}: mismatched {wrong[:3]}, missing '
             f'{missing[:3]}); build the backbone with load_backbone')
     model.backbone.load_state_dict(state)
-    kept = []
-    if keep_heads and checkpoint_format(checkpoint) in ('tasks', 'regressor'):
-        source_model = load_task_model(checkpoint)
-        old = {(t.name, t.kind, t.level, t.num_outputs): source_model.head(d, t.name)
-               for d, tasks in source_model.groups.items() for t in tasks}
-        for dataset, tasks in model.groups.items():
-            for task in tasks:
-                key = (task.name, task.kind, task.level, task.num_outputs)
-                if key in old:
-                    model.head(dataset, task.name).load_state_dict(
-                        old[key].state_dict())
-                    kept.append(task.name)
+    kept = keep_matching_heads(model, checkpoint) if keep_heads else []
     return len(state), kept

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..checkpoints import (init_from_checkpoint, load_backbone,
+from ..checkpoints import (keep_matching_heads, load_backbone,
                            load_task_model, read_checkpoint, save_task_model,
                            task_model_state)
 from ..data.splits import Split
@@ -195,8 +195,10 @@ def build_model(data: Sequence[TaskData], config: FinetuneConfig
     for d in data:
         fit_label_stats(model, d)
     if pretrained:
-        loaded, kept = init_from_checkpoint(model, pretrained,
-                                            keep_heads=config.keep_heads)
+        # The backbone already holds the checkpoint's weights.
+        kept = keep_matching_heads(model, pretrained) \
+            if config.keep_heads else []
+        loaded = len(model.backbone.state_dict())
         print(f'pretrained: {loaded} backbone tensors from '
               f'{config.pretrained} ({model.backbone.config.name}); heads '
               f'kept: {kept or "none"}')
@@ -209,8 +211,8 @@ def _check(data: Sequence[TaskData]) -> None:
         raise ValueError(f'give one or more datasets with distinct names, '
                          f'got {names}')
     for d in data:
-        for part in ('train', 'valid', 'test'):
-            if len(d.split[part]) == 0 and part != 'valid':
+        for part in ('train', 'test'):
+            if len(d.split[part]) == 0:
                 raise ValueError(f"dataset '{d.name}': the {part} split is "
                                  f"empty")
 
