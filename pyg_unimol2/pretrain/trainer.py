@@ -29,7 +29,9 @@ and the progress bar.
 """
 import json
 import os
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import (Callable, Dict, Iterator, List,
                     Optional, Tuple)
@@ -392,6 +394,20 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
         tb.close()
         writer.close()
     if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+        _leave_process_group()
     return result
+
+
+def _leave_process_group(timeout: float = 60.0) -> None:
+    """Waits for every rank, then destroys the process group in a daemon
+    thread for at most :obj:`timeout` seconds: a backend that hangs on
+    teardown (pytorch/pytorch#75097) must not keep a finished run from
+    exiting."""
+    dist.barrier()
+    thread = threading.Thread(target=dist.destroy_process_group,
+                              daemon=True, name='destroy-process-group')
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        warnings.warn(f'destroying the process group took over {timeout:g} '
+                      f's; exiting without waiting for it')

@@ -175,7 +175,18 @@ def _children(pid: int) -> List[int]:
 
 
 def _finish(proc: subprocess.Popen) -> None:
-    output, _ = proc.communicate(timeout=300)
+    try:
+        output, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        # Every rank prints where it waits (faulthandler on SIGUSR1).
+        workers = _children(proc.pid)
+        for pid in workers:
+            os.kill(pid, signal.SIGUSR1)
+        time.sleep(2)
+        for pid in workers + [proc.pid]:
+            os.kill(pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f'torchrun did not exit within 300 s:\n{output}')
     assert proc.returncode == 0, output
 
 
