@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
+from ..errors import UserError
 from ..models.multitask import TaskModel, UniMol2MultiTask, module_key
 from ..models.official import load_official
 from ..models.unimol2 import UniMol2
@@ -50,7 +51,7 @@ TASKS, PRETRAIN = 'pyg_unimol2.tasks', 'pyg_unimol2.pretrain'
 Source = Union[str, os.PathLike, Dict[str, Any]]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, unreadable or of the wrong kind."""
 
 

@@ -4,9 +4,10 @@ Every exception names the molecule it refers to (a SMILES string, a file name
 or a user-given identifier), so that a skipped molecule in a long job can be
 found again.
 """
+from ..errors import UserError
 
 
-class FeaturizationError(ValueError):
+class FeaturizationError(UserError, ValueError):
     """Base class: the molecule :obj:`name` could not be featurized."""
 
     reason = 'featurization failed'

@@ -105,6 +105,7 @@ from torch_geometric.data import Data
 from torch_geometric.data.storage import GlobalStorage
 from tqdm import tqdm
 
+from ..errors import UserError
 from .encoding import NO_BOND_PAIR_FEAT
 from .errors import FeaturizationError
 from .featurize import _smiles_features
@@ -130,7 +131,7 @@ _NAME_COLUMNS = ('name', 'id', 'zinc_id', 'mol_id', 'title')
 PathLike = Union[str, os.PathLike]
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """The store directory is inconsistent with the requested build or is
     not a complete store."""
 

@@ -23,6 +23,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..errors import UserError
+
 __all__ = ['Task', 'KINDS', 'LEVELS', 'LOSSES', 'METRICS', 'parse_targets',
            'task_from_dict', 'label_slices', 'encode_label', 'TaskError']
 
@@ -54,7 +56,7 @@ _NEGATIVE = re.compile(r'(-$|^(0|0\.0|false|no|n|negative|neg|inactive)$)',
                        re.IGNORECASE)
 
 
-class TaskError(ValueError):
+class TaskError(UserError, ValueError):
     """A task declaration or a label that does not fit it."""
 
 
