@@ -2,7 +2,9 @@
 
 Measures, on a store built with ``unimol2 build-hdf5``:
 
-1. ``read_raw``: the stored arrays of random molecules (I/O only);
+1. ``read_raw``: the stored arrays of random molecules (I/O and checksum
+   verification), and the CRC-32 share of it: the same checksums computed
+   alone over the same molecules (the price of verification);
 2. ``dataset[i]``: random molecules as PyG ``Data`` (I/O + decoding), in one
    process, with the process memory sampled along the way;
 3. a ``DataLoader`` with random sampling and ``--batch-size``, with 0 and
@@ -30,6 +32,7 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from pyg_unimol2.data.dense import to_dense
+from pyg_unimol2.data.store import _crc32
 from pyg_unimol2.datasets.hdf5 import HDF5MoleculeDataset
 
 HERE = Path(__file__).resolve().parent
@@ -159,6 +162,16 @@ def main() -> None:
     raw_seconds = time.perf_counter() - start
     results['read_raw_mol_per_s'] = args.reads / raw_seconds
 
+    # The price of verification: the CRC-32s read_raw computes, alone.
+    raws = [reader.read_raw(i) for i in order[:20000]]
+    start = time.perf_counter()
+    for raw in raws:
+        _crc32(raw['graph'], raw['pos'], raw['spd'], raw['smiles'].encode(),
+               raw['name'].encode())
+    crc_us = (time.perf_counter() - start) / len(raws) * 1e6
+    del raws
+    results['checksum_us_per_mol'] = crc_us
+
     # Wall-clock rates depend on what else runs on the machine; the rate
     # per CPU-second of the reading process is reported beside them.
     rate, cpu_rate, memory = bench_single(dataset, order)
@@ -186,7 +199,7 @@ def main() -> None:
     first, last = memory[1], memory2[-1]
     print(f'{"measurement":<44} {"mol/s":>10} {"mol/CPU-s":>10}')
     print('-' * 66)
-    print(f'{"read_raw (stored arrays only), 1 process":<44} '
+    print(f'{"read_raw (stored arrays, verified), 1 process":<44} '
           f'{results["read_raw_mol_per_s"]:>10.0f}')
     print(f'{"dataset[i] -> Data, 1 process":<44} {rate:>10.0f} '
           f'{cpu_rate:>10.0f}')
@@ -205,6 +218,10 @@ def main() -> None:
         for pid, mem in r['worker_memory_kb'].items():
             print(f'  {label}, worker {pid}: RSS {mem["VmRSS"] / 1024:.1f} '
                   f'MiB (anonymous {mem["RssAnon"] / 1024:.1f} MiB)')
+    share = crc_us * rate / 1e6
+    results['checksum_share_of_dataset_read'] = share
+    print(f'checksum verification: {crc_us:.2f} us per molecule, '
+          f'{100 * share:.1f}% of a dataset[i] read (every read is verified)')
     print(f'load average {results["load_average_start"]:.2f} -> '
           f'{results["load_average_end"]:.2f}')
     out = Path(args.out)

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from .data.splits import load_split, save_split
+from .errors import ConfigError, run_cli
+from .models.unimol2 import PRESETS
 from .pretrain.cli import add_parser as add_pretrain_parser
 
 
@@ -21,8 +23,9 @@ def _specs(args: argparse.Namespace):
                  folds=args.folds, split_seed=args.seed)
     if args.data:
         if not args.targets:
-            raise ValueError('--data needs --targets (e.g. '
-                             '"active:classification,pIC50:regression")')
+            raise ConfigError('--data needs --targets: the label columns '
+                              'and their kinds, e.g. --targets '
+                              '"active:classification,pIC50:regression"')
         specs = [DatasetSpec(name=Path(p).name.split('.')[0] if
                              len(args.data) > 1 else 'data', path=p,
                              smiles_col=args.smiles_col,
@@ -31,13 +34,14 @@ def _specs(args: argparse.Namespace):
     elif args.dataset:
         names = args.dataset.split(',')
         if args.targets and len(names) > 1:
-            raise ValueError('--targets applies to one --dataset; describe '
-                             'several datasets with their tasks in --config')
+            raise ConfigError('--targets applies to one --dataset; describe '
+                              'several datasets with their tasks in --config')
         specs = [DatasetSpec(name=n, builtin=n, path=args.csv,
                              targets=args.targets, subset=args.subset,
                              **split) for n in names]
     else:
-        raise ValueError('give --data FILE, --dataset NAME or --config FILE')
+        raise ConfigError('unimol2 finetune needs data: give --data FILE, '
+                          '--dataset NAME or --config FILE')
     return {}, specs
 
 
@@ -52,6 +56,7 @@ def _finetune(args: argparse.Namespace) -> None:
 
     import torch
 
+    from .checkpoints import read_checkpoint
     from .datasets.specs import make_run_split, open_dataset
     from .train.finetune import FinetuneConfig, TaskData, finetune
     from .train.report import json_safe, print_results, summarize_folds
@@ -75,9 +80,16 @@ def _finetune(args: argparse.Namespace) -> None:
     known = {f.name for f in dataclasses.fields(FinetuneConfig)}
     unknown = set(train) - known
     if unknown:
-        raise ValueError(f'{args.config}: unknown [train] keys '
-                         f'{sorted(unknown)} (known: {", ".join(sorted(known))})')
+        raise ConfigError(f'config {args.config}: unknown [train] keys '
+                          f'{sorted(unknown)} (known: '
+                          f'{", ".join(sorted(known))})')
     config = dataclasses.replace(config, **train)
+    if config.model == 'unimol2' and not config.pretrained and \
+            config.preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{config.preset}' (use one of "
+                          f"{', '.join(PRESETS)}, or --pretrained CKPT)")
+    if config.pretrained and not Path(config.pretrained).is_file():
+        read_checkpoint(config.pretrained)  # its error, before featurizing
     opened = [(s, *open_dataset(s, args.root, workers=args.workers))
               for s in specs]
     for task in (t for _, _, tasks in opened for t in tasks):
@@ -92,7 +104,7 @@ def _finetune(args: argparse.Namespace) -> None:
             spec = dataclasses.replace(spec, fold=fold % spec.folds)
             split_path = Path(args.split_file) if args.split_file and \
                 len(specs) == 1 else out / _split_name(spec)
-            split = load_split(split_path) if split_path.exists() else \
+            split = _load_split(split_path) if split_path.exists() else \
                 make_run_split(spec, dataset)
             save_split(split, split_path)
             data.append(TaskData(spec.name, dataset, split, tasks,
@@ -107,6 +119,16 @@ def _finetune(args: argparse.Namespace) -> None:
         print_results(summary)
     print(f'checkpoint(s) and results in {out}; TensorBoard: tensorboard '
           f'--logdir {out}')
+
+
+def _load_split(path: Path):
+    """The split saved in :obj:`path`, a user error if it is not one."""
+    try:
+        return load_split(path)
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise ConfigError(f'split file {path} cannot be read ({e}); delete '
+                          f'it (a new split is then written) or give a '
+                          f'.npz written by unimol2 finetune') from None
 
 
 def _dropout_overrides(args: argparse.Namespace) -> dict:
@@ -125,9 +147,13 @@ def _predict(args: argparse.Namespace) -> None:
                                 write_predictions)
 
     model = load_task_model(args.checkpoint)
+    dataset = args.task_set or model.default_dataset
+    if dataset not in model.groups:
+        raise ConfigError(f"--task-set {dataset}: checkpoint "
+                          f"{args.checkpoint} has no dataset '{dataset}' "
+                          f"(it has {', '.join(model.groups)})")
     identifiers, result = read_molecules(args.smiles, args.smiles_col,
                                          args.seed, args.workers)
-    dataset = args.task_set or model.default_dataset
     preds = predict_molecules(model, result, dataset, args.batch_size,
                               args.device)
     write_predictions(args.out, identifiers, preds, result, model, dataset)
@@ -161,7 +187,9 @@ def _build_hdf5(args: argparse.Namespace) -> None:
     build_store(args.inputs, args.out_dir, workers=args.workers,
                 shard_size=args.shard_size, seed=args.seed, limit=args.limit,
                 max_atoms=args.max_atoms, optimize=not args.no_optimize,
-                chunksize=args.chunksize, progress=not args.no_progress)
+                chunksize=args.chunksize,
+                time_limit=args.time_limit or None,
+                progress=not args.no_progress)
 
 
 def _add_inference_arguments(parser: argparse.ArgumentParser,
@@ -186,6 +214,9 @@ def _add_inference_arguments(parser: argparse.ArgumentParser,
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='unimol2', description=__doc__)
+    parser.add_argument('--debug', action='store_true',
+                        help='show the traceback of a user error (a missing '
+                        'file, a bad option ...) instead of one line')
     sub = parser.add_subparsers(dest='command', required=True)
 
     ft = sub.add_parser(
@@ -233,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=['unimol2', 'fingerprint', 'schnet', 'dimenet++'],
                     help='Uni-Mol2, or a baseline in the same harness '
                     '(Morgan-fingerprint MLP, SchNet, DimeNet++)')
-    ft.add_argument('--preset', default='small')
+    ft.add_argument('--preset', default='small', choices=list(PRESETS),
+                    help='model size of a fresh Uni-Mol2 (default: small)')
     ft.add_argument('--pretrained', default=None, metavar='CKPT',
                     help='start from this checkpoint (official, pretraining '
                     'or fine-tuning; its architecture wins over --preset)')
@@ -333,15 +365,27 @@ def build_parser() -> argparse.ArgumentParser:
                     help='skip the MMFF94 optimization')
     bh.add_argument('--chunksize', type=int, default=8,
                     help='molecules sent to a worker at once (default: 8)')
+    bh.add_argument('--time-limit', type=float, default=300, metavar='S',
+                    help='seconds one molecule may take before it is skipped '
+                    'as a failure (default: 300; 0: no limit)')
     bh.add_argument('--no-progress', action='store_true',
                     help='no progress bar')
     bh.set_defaults(func=_build_hdf5)
+    for command in sub.choices.values():  # --debug after the command too
+        command.add_argument('--debug', action='store_true',
+                             default=argparse.SUPPRESS,
+                             help='show the traceback of a user error')
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    """Runs a command. A user error (a missing or unreadable file, a corrupt
+    checkpoint or store, a bad option or config key) prints one line,
+    ``unimol2: error: ...``, and exits with status 2 (as argparse's own
+    errors); ``--debug`` shows its traceback instead. Other exceptions (bugs)
+    keep their traceback."""
     args = build_parser().parse_args(argv)
-    args.func(args)
+    run_cli(lambda: args.func(args), debug=args.debug)
 
 
 if __name__ == '__main__':

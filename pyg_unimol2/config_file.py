@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Union
 
+from .errors import ConfigError, MissingFileError
+
 __all__ = ['read_config_file']
 
 
@@ -12,35 +14,48 @@ def read_config_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     """The table of a config file.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: an unknown format or a file that does not parse, naming
-            the file.
+        MissingFileError: no such file (a ``FileNotFoundError``).
+        ConfigError: an unknown format or a file that does not parse, naming
+            the file (a ``ValueError``).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f'config file {path} is a directory (give a '
+                          f'.toml, .json or .yaml file)')
     if not path.is_file():
-        raise FileNotFoundError(f'config file {path} not found')
+        raise MissingFileError(f'config file {path}: no such file (check '
+                               f'the path given to --config)')
     suffix = path.suffix.lower()
-    text = path.read_text()
+    if suffix not in ('.json', '.toml', '.yaml', '.yml'):
+        raise ConfigError(f'config file {path}: unknown config format '
+                          f'{suffix!r} (use .json, .toml or .yaml)')
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f'config file {path} cannot be read ({e})') \
+            from None
     try:
         if suffix == '.json':
             raw = json.loads(text)
         elif suffix == '.toml':
             import tomllib
             raw = tomllib.loads(text)
-        elif suffix in ('.yaml', '.yml'):
+        else:
             try:
                 import yaml
             except ImportError:
-                raise ImportError(f'reading {path} needs PyYAML; use a .json '
+                raise ConfigError(f'reading {path} needs PyYAML; use a .json '
                                   f'or .toml file instead') from None
-            raw = yaml.safe_load(text) or {}
-        else:
-            raise ValueError(f'{path}: unknown config format {suffix!r} (use '
-                             f'.json, .toml or .yaml)')
-    except (json.JSONDecodeError, ValueError) as e:
-        if 'unknown config format' in str(e):
-            raise
-        raise ValueError(f'{path} does not parse: {e}') from None
+            try:
+                raw = yaml.safe_load(text) or {}
+            except yaml.YAMLError as e:
+                raise ValueError(str(e)) from None
+    except ConfigError:
+        raise
+    except ValueError as e:  # json.JSONDecodeError, tomllib.TOMLDecodeError
+        raise ConfigError(f'config file {path} does not parse: {e}') \
+            from None
     if not isinstance(raw, dict):
-        raise ValueError(f'{path}: expected a table at the top level')
+        raise ConfigError(f'config file {path}: expected a table at the top '
+                          f'level')
     return raw

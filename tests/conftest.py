@@ -5,11 +5,25 @@ from typing import List
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 from rdkit import Chem
 
 # pytest-xdist runs one worker per core: one thread each avoids
 # oversubscribing the cores (OpenMP threads then wait on each other).
 torch.set_num_threads(1)
+
+# Property-based (hypothesis) tests: deterministic and small by default, so
+# that a run is reproducible and each fuzz test stays within seconds on two
+# cores; no example database is written. HYPOTHESIS_PROFILE=fuzz explores
+# more (random, more examples) when hunting bugs by hand.
+_FUZZ_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile('ci', derandomize=True, database=None,
+                          max_examples=40, deadline=None, print_blob=True,
+                          suppress_health_check=_FUZZ_CHECKS)
+settings.register_profile('fuzz', derandomize=False, database=None,
+                          max_examples=1000, deadline=None, print_blob=True,
+                          suppress_health_check=_FUZZ_CHECKS)
+settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
 #: ``shared/`` sits beside the repository (override with UNIMOL2_SHARED).
 SHARED = Path(os.environ.get(
@@ -53,3 +67,48 @@ def mol_from_data(data) -> Chem.Mol:
                 mol.GetAtomWithIdx(j).SetIsAromatic(True)
     Chem.SanitizeMol(mol)
     return mol
+
+
+def fuzz_examples(n: int) -> int:
+    """``max_examples`` of a fuzz test that runs :obj:`n` examples under the
+    ``ci`` profile, scaled with the loaded profile (``fuzz``: 25 times)."""
+    return max(1, n * settings.default.max_examples // 40)
+
+
+#: Shape (``n`` atoms) and dtype of the tensors of a featurized molecule,
+#: see pyg_unimol2/data/dense.py.
+_DENSE_CONTRACT = {
+    'z': (('n',), torch.int64), 'x': (('n', 9), torch.int64),
+    'atom_feat': (('n', 8), torch.int64), 'degree': (('n',), torch.int64),
+    'pos': (('n', 3), torch.float32), 'spd': (('nn',), torch.int16),
+    'pair_feat': (('nn', 3), torch.uint8),
+    'pair_type': (('nn', 2), torch.uint8), 'has_graph': ((1,), torch.bool)}
+
+
+def check_dense_contract(data, max_atoms: int) -> None:
+    """:obj:`data` is one featurized molecule as pyg_unimol2/data/dense.py
+    describes it, with ``1..max_atoms`` atoms, and ``to_dense`` pads it."""
+    from torch_geometric.data import Batch
+
+    from pyg_unimol2.data.dense import to_dense
+    n = data.z.shape[0]
+    assert 1 <= n <= max_atoms
+    sizes = {'n': n, 'nn': n * n}
+    for key, (shape, dtype) in _DENSE_CONTRACT.items():
+        value = getattr(data, key)
+        expected = tuple(sizes.get(d, d) for d in shape)
+        assert tuple(value.shape) == expected and value.dtype == dtype, \
+            (key, tuple(value.shape), value.dtype)
+    assert torch.isfinite(data.pos).all()
+    assert ((data.z >= 1) & (data.z <= 118)).all()
+    num_edges = data.edge_index.shape[1]
+    assert data.edge_index.shape == (2, num_edges)
+    assert data.edge_index.dtype == torch.int64
+    assert data.edge_attr.shape == (num_edges, 3)
+    if num_edges:
+        assert 0 <= int(data.edge_index.min())
+        assert int(data.edge_index.max()) < n
+    assert isinstance(data.smiles, str) and isinstance(data.name, str)
+    dense = to_dense(Batch.from_data_list([data]))
+    assert dense.token.shape == (1, n) and bool(dense.atom_mask.all())
+    assert dense.spd.shape == (1, n, n)

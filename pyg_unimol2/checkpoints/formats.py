@@ -29,6 +29,7 @@ checkpoint); ``'tasks'`` and ``'regressor'`` also give a task model
 """
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -36,12 +37,14 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 
 from ..errors import UserError
+from .integrity import seal, verify
+from .writer import list_checkpoints
 from ..models.multitask import TaskModel, UniMol2MultiTask, module_key
 from ..models.official import load_official
 from ..models.unimol2 import UniMol2
 from ..tasks import Task
 
-__all__ = ['read_checkpoint', 'checkpoint_format', 'load_backbone',
+__all__ = ['read_checkpoint', 'resume_checkpoint', 'checkpoint_format', 'load_backbone',
            'load_task_model', 'task_model_state', 'save_task_model',
            'pretrain_state', 'init_from_checkpoint', 'keep_matching_heads',
            'CheckpointError',
@@ -55,24 +58,56 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, unreadable or of the wrong kind."""
 
 
+class ForeignCheckpointError(CheckpointError, KeyError):
+    """A readable checkpoint that holds no Uni-Mol2 model (a ``KeyError``
+    as the state-dict check it comes from)."""
+
+
 def read_checkpoint(source: Source) -> Dict[str, Any]:
     """The checkpoint object of :obj:`source` (a path or an already loaded
     dict), with a clear error for a missing or unreadable file."""
     if isinstance(source, dict):
         return source
     path = Path(source)
+    if path.is_dir():
+        raise CheckpointError(f'checkpoint {path} is a directory (give a .pt '
+                              f'file, e.g. {path / "best.pt"})')
     if not path.is_file():
-        raise CheckpointError(f'checkpoint {path} not found')
+        raise CheckpointError(f'checkpoint {path} not found (give the path '
+                              f'of a .pt written by unimol2 finetune or '
+                              f'pretrain, or an official Uni-Mol2 '
+                              f'checkpoint)')
     try:
         obj = torch.load(path, map_location='cpu', weights_only=False)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError,
             zipfile.BadZipFile, AttributeError, ValueError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = reason.split('. ')[0]  # torch adds sentences of advice
         raise CheckpointError(f'checkpoint {path} cannot be read (corrupt '
-                              f'or not a PyTorch checkpoint: {e})') from None
+                              f'or not a PyTorch checkpoint: {reason}); '
+                              f'give another checkpoint or write this one '
+                              f'again') from None
     if not isinstance(obj, dict):
         raise CheckpointError(f'checkpoint {path} holds a '
                               f'{type(obj).__name__}, not a checkpoint dict')
+    if verify(obj) is False:
+        raise CheckpointError(f'checkpoint {path} is damaged (checksum '
+                              f'mismatch); use an earlier checkpoint')
     return obj
+
+
+def resume_checkpoint(directory: Union[str, os.PathLike]
+                      ) -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """``(path, checkpoint)`` of the newest checkpoint of a run's
+    checkpoint :obj:`directory` that reads and verifies, or :obj:`None`;
+    each damaged newer one is reported (a :class:`UserWarning`) and passed
+    over."""
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            return path, read_checkpoint(path)
+        except CheckpointError as e:
+            warnings.warn(f'{e}; resuming from an earlier one', stacklevel=2)
+    return None
 
 
 def checkpoint_format(checkpoint: Dict[str, Any]) -> str:
@@ -127,7 +162,15 @@ def load_backbone(source: Source, *, heads: bool = False,
         model = UniMol2(checkpoint['model_config'], **overrides)
         model.load_state_dict(checkpoint['model'])
     else:
-        model = load_official(checkpoint, strict=False, **overrides)[0]
+        try:
+            model = load_official(checkpoint, strict=False, **overrides)[0]
+        except (KeyError, TypeError) as e:
+            if 'not a Uni-Mol2 state dict' not in str(e):
+                raise
+            raise ForeignCheckpointError(
+                f'{_name(source)} is not a Uni-Mol2 checkpoint ('
+                f'{e.args[0]}); give a .pt written by unimol2 finetune or '
+                f'pretrain, or an official Uni-Mol2 checkpoint') from None
     return model if heads else _bare(model)
 
 
@@ -203,11 +246,13 @@ def task_model_state(model: TaskModel, config: Optional[Dict] = None
 
 
 def atomic_save(obj: Any, path: Union[str, os.PathLike]) -> None:
-    """``torch.save`` to a temporary file, then an atomic rename: a kill
-    leaves the old file or the new one, never half of one."""
+    """``torch.save`` of :obj:`obj` sealed with its checksum
+    (:func:`~pyg_unimol2.checkpoints.integrity.seal`) to a temporary file,
+    then an atomic rename: a kill leaves the old file or the new one, never
+    half of one."""
     path = Path(path)
     tmp = path.with_name(path.name + '.tmp')
-    torch.save(obj, tmp)
+    torch.save(seal(obj), tmp)
     os.replace(tmp, path)
 
 

@@ -18,6 +18,8 @@ from typing import Any, List, Optional, Union
 
 import torch
 
+from .integrity import seal
+
 __all__ = ['CheckpointWriter', 'list_checkpoints', 'latest_checkpoint',
            'cpu_snapshot']
 
@@ -119,7 +121,8 @@ class CheckpointWriter:
         tmp = final.with_name(final.name + '.tmp')
         try:
             with open(tmp, 'wb') as f:
-                torch.save(state, f)
+                torch.save(seal(state) if isinstance(state, dict) else state,
+                           f)
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:

@@ -16,12 +16,15 @@ those of the heavy atoms, in RDKit atom order. Coordinates are not centered
   with MMFF94 (as in the paper).
 * :func:`from_atoms`: atomic numbers and coordinates without a bond graph
   (graph features dropped).
-* :func:`featurize_smiles`: many SMILES in parallel worker processes;
-  molecules that fail are skipped and reported.
+* :func:`featurize_smiles`: many SMILES in crash-safe worker processes
+  (:func:`~pyg_unimol2.data.workers.imap_isolated`); molecules that fail,
+  crash their worker or exceed the time limit are skipped and reported.
 """
 import csv
-import multiprocessing
+import math
 import os
+import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Dict, Iterable, List, NamedTuple, Optional, Union
@@ -41,6 +44,7 @@ from .encoding import (MAX_ATOMIC_NUM, atom_feat_codes, bond_features,
 from .errors import (EmbeddingError, EmptyMoleculeError, FeaturizationError,
                      InvalidSmilesError, TooManyAtomsError,
                      UnsupportedElementError)
+from .workers import ItemFailure, imap_isolated, single_thread
 
 Features = Dict[str, Union[np.ndarray, str]]
 
@@ -156,18 +160,36 @@ def from_mol(mol: Chem.Mol, *, name: Optional[str] = None, conf_id: int = -1,
     return data
 
 
-def _parse_smiles(smiles: str) -> Chem.Mol:
+def _parse_smiles(smiles: str, remove_hs: bool = True,
+                  max_atoms: Optional[int] = None) -> Chem.Mol:
     """Parses and sanitizes :obj:`smiles` as ``Chem.MolFromSmiles`` does;
-    the RDKit log is silenced and its diagnosis moved into the error."""
+    the RDKit log is silenced and its diagnosis moved into the error.
+
+    With :obj:`max_atoms`, a string whose unsanitized parse (linear time)
+    already has more atoms than :func:`_check_mol` accepts is rejected
+    before sanitization, which takes quadratic time on some long strings
+    (a minute for ``'c' * 100000``)."""
     if not isinstance(smiles, str):
         raise InvalidSmilesError(str(smiles), 'not a string')
+    try:
+        smiles.encode('utf-8')
+    except UnicodeEncodeError as e:  # e.g. a lone surrogate
+        raise InvalidSmilesError(smiles, f'not valid Unicode text: {e}') \
+            from None
     with rdBase.BlockLogs():
+        raw = Chem.MolFromSmiles(smiles, sanitize=False)
+        if raw is None:
+            raise InvalidSmilesError(smiles, 'syntax error')
+        # A lower bound of the count of _check_mol.
+        num_atoms = raw.GetNumHeavyAtoms() if remove_hs else \
+            raw.GetNumAtoms()
+        if max_atoms is not None and num_atoms > max_atoms:
+            at_least = '' if remove_hs else 'at least '
+            raise TooManyAtomsError(
+                smiles, f'{at_least}{num_atoms} > max_atoms={max_atoms}')
         mol = Chem.MolFromSmiles(smiles)
         if mol is not None:
             return mol
-        raw = Chem.MolFromSmiles(smiles, sanitize=False)
-    if raw is None:
-        raise InvalidSmilesError(smiles, 'syntax error')
     try:
         Chem.SanitizeMol(raw)
     except Exception as e:  # RDKit raises several unrelated types.
@@ -183,31 +205,59 @@ def _parse_smiles(smiles: str) -> Chem.Mol:
 EMBED_ATTEMPTS = (dict(maxIterations=50), dict(useBasicKnowledge=False),
                   dict(useRandomCoords=True))
 
+#: Default time limit (s) of the featurization of one molecule in
+#: :func:`featurize_smiles` and :func:`~pyg_unimol2.data.store.build_store`.
+TIME_LIMIT = 300.0
 
-def _embed(mol: Chem.Mol, name: str, seed: int, optimize: bool) -> Chem.Mol:
+
+def _embed(mol: Chem.Mol, name: str, seed: int, optimize: bool,
+           time_limit: Optional[float] = None) -> Chem.Mol:
     """Adds hydrogens to :obj:`mol` and embeds one conformer with ETKDGv3
     (trying the settings of :data:`EMBED_ATTEMPTS` in turn), then optimizes
-    it with MMFF94 when :obj:`optimize` is set and MMFF parameters exist."""
-    mol = Chem.AddHs(mol)
-    for settings in EMBED_ATTEMPTS:
-        params = AllChem.ETKDGv3()
-        params.randomSeed = seed
-        for key, value in settings.items():
-            setattr(params, key, value)
-        if AllChem.EmbedMolecule(mol, params) >= 0:
-            break
-    else:
-        raise EmbeddingError(name, f'ETKDGv3, seed {seed}')
-    if optimize and AllChem.MMFFHasAllMoleculeParams(mol):
-        AllChem.MMFFOptimizeMolecule(mol)
+    it with MMFF94 when :obj:`optimize` is set and MMFF parameters exist.
+    RDKit errors raised on the way (e.g. a molecule that sanitizes but that
+    ETKDG cannot kekulize, or a bounds-matrix invariant violation) become
+    :class:`EmbeddingError`. With a :obj:`time_limit` (s), the attempts
+    share it as RDKit's own embedding timeout (conformers are unchanged
+    when it is not reached)."""
+    deadline = None if time_limit is None else time.monotonic() + time_limit
+    try:
+        mol = Chem.AddHs(mol)
+        for settings in EMBED_ATTEMPTS:
+            params = AllChem.ETKDGv3()
+            params.randomSeed = seed
+            for key, value in settings.items():
+                setattr(params, key, value)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                params.timeout = max(math.ceil(left), 1)  # whole seconds
+            if AllChem.EmbedMolecule(mol, params) >= 0:
+                break
+        if mol.GetNumConformers() == 0:
+            detail = f'ETKDGv3, seed {seed}'
+            if deadline is not None and time.monotonic() >= deadline:
+                detail += f': timed out after {time_limit:g} s'
+            raise EmbeddingError(name, detail)
+        if optimize and AllChem.MMFFHasAllMoleculeParams(mol):
+            AllChem.MMFFOptimizeMolecule(mol)
+    except FeaturizationError:
+        raise
+    except Exception as e:  # RDKit raises several unrelated types.
+        detail = ' '.join(str(e).split())  # One line.
+        raise EmbeddingError(
+            name, f'ETKDGv3, seed {seed}: {type(e).__name__}: {detail}'
+        ) from None
     return mol
 
 
 def _smiles_features(smiles: str, seed: int, remove_hs: bool, max_atoms: int,
-                     optimize: bool) -> Features:
-    mol = _parse_smiles(smiles)
+                     optimize: bool,
+                     time_limit: Optional[float] = None) -> Features:
+    mol = _parse_smiles(smiles, remove_hs, max_atoms)
     _check_mol(mol, smiles, remove_hs, max_atoms)  # Before embedding.
-    mol = _embed(mol, smiles, seed, optimize)
+    mol = _embed(mol, smiles, seed, optimize, time_limit)
     out = _mol_features(mol, smiles, -1, remove_hs, max_atoms)
     out['smiles'] = smiles
     out['name'] = ''
@@ -343,25 +393,37 @@ def _featurize_or_reason(smiles: str, **kwargs) -> Union[Features, str]:
 def featurize_smiles(smiles: Iterable[str], *, workers: Optional[int] = None,
                      seed: int = 0, progress: bool = True, chunksize: int = 8,
                      remove_hs: bool = True, max_atoms: int = 256,
-                     optimize: bool = True) -> FeaturizeResult:
+                     optimize: bool = True,
+                     time_limit: Optional[float] = TIME_LIMIT
+                     ) -> FeaturizeResult:
     r"""Featurizes many SMILES strings with :func:`from_smiles` in parallel
     worker processes.
 
     A molecule that raises any error is skipped and reported in
-    :attr:`FeaturizeResult.failures`; every other molecule is kept. All
-    molecules are embedded with the same :obj:`seed`, so a molecule's
-    conformer depends neither on its position nor on :obj:`workers`.
+    :attr:`FeaturizeResult.failures`; every other molecule is kept. So is a
+    molecule that crashes its worker process twice (a segmentation fault,
+    the OOM killer; reason ``'worker crashed (...)'``) or that takes longer
+    than :obj:`time_limit` (``'timed out after N s'``): the workers are
+    those of :func:`~pyg_unimol2.data.workers.imap_isolated`, and the other
+    molecules a dead worker held are featurized again. All molecules are
+    embedded with the same :obj:`seed`, so a molecule's conformer depends
+    neither on its position nor on :obj:`workers`.
 
     Args:
         smiles (Iterable[str]): the molecules.
         workers (int, optional): number of worker processes; ``1`` runs in
-            the calling process. (default: :obj:`None`, ``os.cpu_count()``)
+            the calling process, where a crash is not isolated and only
+            RDKit's embedding timeout bounds the time of a molecule.
+            (default: :obj:`None`, ``os.cpu_count()``)
         seed (int, optional): ETKDG seed of every molecule.
             (default: :obj:`0`)
         progress (bool, optional): show a progress bar. (default: :obj:`True`)
         chunksize (int, optional): molecules sent to a worker at once.
             (default: :obj:`8`)
         remove_hs, max_atoms, optimize: see :func:`from_smiles`.
+        time_limit (float, optional): seconds one molecule may take; also
+            RDKit's embedding timeout. (default: :data:`TIME_LIMIT`, 300;
+            :obj:`None`: no limit)
 
     Returns:
         FeaturizeResult: the molecules in input order, their input indices
@@ -369,34 +431,25 @@ def featurize_smiles(smiles: Iterable[str], *, workers: Optional[int] = None,
     """
     smiles = list(smiles)
     job = partial(_featurize_or_reason, seed=seed, remove_hs=remove_hs,
-                  max_atoms=max_atoms, optimize=optimize)
+                  max_atoms=max_atoms, optimize=optimize,
+                  time_limit=time_limit)
     workers = min(workers or os.cpu_count() or 1, max(len(smiles), 1))
     result = FeaturizeResult()
-    with tqdm(total=len(smiles), unit='mol', desc='Featurizing',
-              disable=not progress) as bar:
-        if workers == 1:
-            _collect(smiles, map(job, smiles), result, bar)
-        else:
-            with multiprocessing.Pool(workers,
-                                      initializer=_init_worker) as pool:
-                _collect(smiles, pool.imap(job, smiles, chunksize), result,
-                         bar)
+    outputs = imap_isolated(job, smiles, workers, chunksize=chunksize,
+                            time_limit=time_limit, initializer=single_thread)
+    with closing(outputs), tqdm(total=len(smiles), unit='mol',
+                                desc='Featurizing',
+                                disable=not progress) as bar:
+        for index, (out, smi) in enumerate(zip(outputs, smiles)):
+            if isinstance(out, ItemFailure):
+                out = f'{out.reason} ({smi!r})'
+            if isinstance(out, str):
+                result.failures.append(Failure(index, smi, out))
+            else:
+                result.data.append(_to_data(out))
+                result.indices.append(index)
+            bar.update()
     return result
-
-
-def _init_worker() -> None:
-    torch.set_num_threads(1)
-
-
-def _collect(smiles: List[str], outputs: Iterable[Union[Features, str]],
-             result: FeaturizeResult, bar: tqdm) -> None:
-    for index, (smi, out) in enumerate(zip(smiles, outputs)):
-        if isinstance(out, str):
-            result.failures.append(Failure(index, smi, out))
-        else:
-            result.data.append(_to_data(out))
-            result.indices.append(index)
-        bar.update()
 
 
 def write_failures(failures: Iterable[Failure],

@@ -18,6 +18,8 @@ from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
+from ..errors import ConfigError, InputError
+
 Split = Dict[str, np.ndarray]
 SPLIT_NAMES = ('train', 'valid', 'test')
 
@@ -233,8 +235,8 @@ def kfold_split(smiles: Sequence[str], k: int = 5, fold: int = 0,
             than folds.
     """
     if k < 2:
-        raise ValueError(f'k-fold cross-validation needs k >= 2 folds, '
-                         f'got k={k}')
+        raise ConfigError(f'k-fold cross-validation needs k >= 2 folds, '
+                          f'got k={k} (--folds)')
     if not 0 <= fold < k:
         raise ValueError(f'fold must be in 0..{k - 1} for k={k}, '
                          f'got {fold}')
@@ -250,8 +252,8 @@ def kfold_split(smiles: Sequence[str], k: int = 5, fold: int = 0,
                          f"or 'scaffold'")
     if len(groups) < k:
         what = 'molecules' if kind == 'random' else 'scaffold groups'
-        raise ValueError(f'{k} folds need at least {k} {what}, got '
-                         f'{len(groups)}')
+        raise InputError(f'{k} folds need at least {k} {what}, got '
+                         f'{len(groups)} (use fewer --folds)')
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(groups))
     order = order[np.argsort([-len(groups[i]) for i in order],
@@ -308,13 +310,13 @@ def column_split(values: Sequence[str], seed: int = 0,
     for i, value in enumerate(values):
         part = COLUMN_SPLIT_VALUES.get(str(value).strip().lower())
         if part is None:
-            raise ValueError(
+            raise InputError(
                 f'split column: unknown value {value!r} in row {i} (accepted, '
                 f'case-insensitive: {", ".join(COLUMN_SPLIT_VALUES)})')
         parts[part].append(i)
     for part in ('train', 'test'):
         if not parts[part]:
-            raise ValueError(f"split column: no row is marked '{part}'")
+            raise InputError(f"split column: no row is marked '{part}'")
     split = {k: np.asarray(v, dtype=np.int64) for k, v in parts.items()}
     if not parts['valid']:
         carved = _carve_valid([[i] for i in parts['train']], valid_fraction,

@@ -2,9 +2,12 @@ r"""Sharded HDF5 store of featurized molecules for large-scale pretraining.
 
 :func:`build_store` reads SMILES files, embeds one conformer per molecule
 (ETKDGv3 + MMFF94, exactly as :func:`~pyg_unimol2.data.featurize.from_smiles`
-with the store's seed) in worker processes and writes the features into
-HDF5 shards. :class:`StoreReader` gives random access to the molecules as
-:class:`~torch_geometric.data.Data` objects that follow the contract of
+with the store's seed) in crash-safe worker processes
+(:func:`~pyg_unimol2.data.workers.imap_isolated`: a molecule that crashes its
+worker twice or exceeds the time limit is a failure, the others are
+unaffected) and writes the features into HDF5 shards. :class:`StoreReader`
+gives random access to the molecules as :class:`~torch_geometric.data.Data`
+objects that follow the contract of
 :mod:`pyg_unimol2.data.dense`;
 :class:`pyg_unimol2.datasets.hdf5.HDF5MoleculeDataset` wraps it as a PyG
 dataset.
@@ -50,6 +53,9 @@ dataset            shape        dtype   content
 ``line``           ``[M]``      int64   line number in its input file
 ``mol_hash``       ``[M]``      uint64  hash of the canonical SMILES
 ``scaffold_hash``  ``[M]``      uint64  hash of the scaffold SMILES
+``checksum``       ``[M]``      uint32  CRC-32 of each molecule's bytes
+                                        (``graph``, ``pos``, ``spd``,
+                                        ``smiles``, ``name`` slices, chained)
 ``failure_record`` ``[F]``      int64   failed records: global index,
 ``failure_line``   ``[F]``      int64   line number,
 ``failure_smiles`` ``[F]``      str     SMILES,
@@ -64,13 +70,23 @@ of a molecule as a view. ``pair_feat`` (from the bonds) and ``pair_type``
 :obj:`True`.
 
 ``index.h5`` holds ``shard_ptr`` ``[S+1]`` (first molecule of each shard),
-``layout`` ``[S, 6]`` (byte offset of ``ptr, graph, pos, spd, smiles,
-name`` in each shard file, ``-1`` if empty), and for all ``N`` molecules
+``layout`` ``[S, 7]`` (byte offset of ``ptr, graph, pos, spd, smiles,
+name, checksum`` in each shard file, ``-1`` if empty), ``ptr_checksum``
+``[S]`` (CRC-32 of each shard's ``ptr``), and for all ``N`` molecules
 ``num_atoms`` (uint16), ``mol_hash`` (uint64) and ``scaffold_id`` (int64,
 dense ids in order of first appearance), plus ``scaffold_count``. Scaffold
 ids are assigned from 64-bit hashes of the scaffold SMILES (memory linear in
 the number of molecules, no string table); two scaffolds share an id with
 probability about ``S^2 / 2^65`` (``1e-4`` for 73M scaffolds).
+
+**Integrity.** Every read is verified: the CRC-32 of a molecule's bytes
+against its ``checksum`` entry, the ``ptr`` table of a shard against
+``ptr_checksum`` when the shard is mapped, and ``index.h5`` (whole file)
+against the CRC-32 and size in ``manifest.json`` when a reader opens the
+store. A mismatch, a truncated file or an unreadable one raises
+:class:`CorruptStoreError` naming the file and the molecules affected.
+Checking costs one CRC-32 pass over the bytes a read touches anyway
+(``benchmarks/hdf5_io.py`` measures it).
 
 Resuming: a shard is written to ``shard_K.h5.tmp``, flushed, fsynced and
 renamed, so a shard file that exists is complete. A rerun with the same
@@ -85,12 +101,14 @@ import io
 import json
 import math
 import mmap
-import multiprocessing
 import os
 import platform
 import time
+import zlib
 from bisect import bisect_right
 from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -105,21 +123,24 @@ from torch_geometric.data import Data
 from torch_geometric.data.storage import GlobalStorage
 from tqdm import tqdm
 
-from ..errors import UserError
+from ..errors import ConfigError, InputError, MissingFileError, UserError
 from .encoding import NO_BOND_PAIR_FEAT
 from .errors import FeaturizationError
-from .featurize import _smiles_features
+from .featurize import TIME_LIMIT, _smiles_features
 from .splits import murcko_scaffold
+from .workers import ItemFailure, imap_isolated, single_thread
 
 __all__ = ['build_store', 'BuildSummary', 'StoreReader', 'StoreError',
+           'CorruptStoreError',
            'read_records', 'Record', 'FORMAT_VERSION']
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checksums
 #: Columns of the ``ptr`` dataset.
 PTR_COLUMNS = ('atom', 'edge', 'pair', 'graph', 'smiles', 'name',
                'scaffold')
 #: Datasets addressed by the ``layout`` table of ``index.h5``, in order.
-LAYOUT_COLUMNS = ('ptr', 'graph', 'pos', 'spd', 'smiles', 'name')
+LAYOUT_COLUMNS = ('ptr', 'graph', 'pos', 'spd', 'smiles', 'name',
+                  'checksum')
 ATOM_BYTES = 19  # z, atom_feat[8], degree, x[9]
 EDGE_BYTES = 5  # edge_index[:, e], edge_attr[e]
 MAX_STORE_ATOMS = 256  # atom indices are uint8
@@ -134,6 +155,26 @@ PathLike = Union[str, os.PathLike]
 class StoreError(UserError, RuntimeError):
     """The store directory is inconsistent with the requested build or is
     not a complete store."""
+
+
+class CorruptStoreError(StoreError):
+    r"""A store file whose bytes fail verification (checksum mismatch,
+    truncated, unreadable).
+
+    Attributes:
+        path (Path): the damaged file.
+        molecules (range): store indices of the molecules that cannot be
+            read because of it.
+    """
+    def __init__(self, path: Path, molecules: range, reason: str) -> None:
+        self.path, self.molecules = Path(path), molecules
+        if len(molecules) == 1:
+            which = f'store molecule {molecules.start}'
+        else:
+            which = (f'store molecules {molecules.start}..'
+                     f'{molecules.stop - 1}')
+        super().__init__(f'{path}: {reason}; {which} cannot be read '
+                         f'(rebuild the store with unimol2 build-hdf5)')
 
 
 # ---------------------------------------------------------------------------
@@ -178,8 +219,24 @@ def read_records(path: PathLike) -> Iterator[Tuple[int, str, str]]:
       ``mol_id`` or ``title``. Rows with an empty SMILES are skipped.
 
     ``line`` is the 1-based line number of the molecule in the file.
+
+    Raises:
+        InputError: the file is not readable text (binary, a damaged
+            gzip stream, not UTF-8), naming it and the line reached.
     """
     path = Path(path)
+    line = 0
+    try:
+        for line, smiles, name in _read_lines(path):
+            yield line, smiles, name
+    except (EOFError, UnicodeDecodeError, csv.Error, gzip.BadGzipFile,
+            zlib.error) as e:
+        raise InputError(f'{path}: unreadable after line {line} '
+                         f'({type(e).__name__}: {e}); give a text .smi, '
+                         f'.csv or .tsv file, optionally gzipped') from None
+
+
+def _read_lines(path: Path) -> Iterator[Tuple[int, str, str]]:
     kind = _file_kind(path)
     with _open_text(path) as f:
         if kind == 'smi':
@@ -257,24 +314,20 @@ def _pack(features: Dict[str, Any], smiles: str) -> Dict[str, Any]:
 
 
 def _featurize_record(record: Record, seed: int, remove_hs: bool,
-                      max_atoms: int,
-                      optimize: bool) -> Tuple[Record, Union[Dict, str]]:
+                      max_atoms: int, optimize: bool,
+                      time_limit: Optional[float]) -> Union[Dict, str]:
     """Worker job: the packed features of :obj:`record`, or why they
     failed."""
     smiles = record.smiles
     try:
         with rdBase.BlockLogs():
             features = _smiles_features(smiles, seed, remove_hs, max_atoms,
-                                        optimize)
-            return record, _pack(features, smiles)
+                                        optimize, time_limit)
+            return _pack(features, smiles)
     except FeaturizationError as e:
-        return record, str(e)
+        return str(e)
     except Exception as e:  # Unexpected RDKit errors skip the molecule too.
-        return record, f'{type(e).__name__}: {e} ({smiles!r})'
-
-
-def _init_worker() -> None:
-    torch.set_num_threads(1)
+        return f'{type(e).__name__}: {e} ({smiles!r})'
 
 
 # ---------------------------------------------------------------------------
@@ -333,8 +386,15 @@ def _write_shard(path: Path, k: int, first_record: int,
             return np.zeros(shape, dtype)
         return np.concatenate([m[key] for _, m in mols]).astype(dtype)
 
+    checksum = np.array([_crc32(m['graph'], m['pos'], m['spd'],
+                                r.smiles.encode(), r.name.encode())
+                         for r, m in mols], np.uint32)
+
+    # Created (and so laid out) in this order: the tables a truncated file
+    # must still hold to name the molecules cut off come first.
     arrays = dict(
         ptr=ptr,
+        checksum=checksum,
         graph=cat('graph', np.uint8, (0, )),
         pos=cat('pos', np.float32, (0, 3)),
         spd=cat('spd', np.int16, (0, )),
@@ -364,6 +424,22 @@ def _write_shard(path: Path, k: int, first_record: int,
         f.create_dataset('failure_reason', data=np.array(
             [out for _, out in fails], dtype=object), dtype=str_dtype)
     _commit(tmp, path)
+
+
+def _crc32(*buffers: Any) -> int:
+    """Chained CRC-32 of :obj:`buffers` (bytes or contiguous arrays)."""
+    crc = 0
+    for buffer in buffers:
+        crc = zlib.crc32(buffer, crc)
+    return crc
+
+
+def _file_crc32(path: Path, block: int = 1 << 24) -> int:
+    crc = 0
+    with open(path, 'rb') as f:
+        while chunk := f.read(block):
+            crc = zlib.crc32(chunk, crc)
+    return crc
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -423,21 +499,26 @@ def build_store(inputs: Union[PathLike, Sequence[PathLike]],
                 shard_size: int = 10_000, seed: int = 0,
                 limit: Optional[int] = None, remove_hs: bool = True,
                 max_atoms: int = 256, optimize: bool = True,
-                chunksize: int = 8, progress: bool = True,
-                verbose: bool = True) -> BuildSummary:
+                chunksize: int = 8,
+                time_limit: Optional[float] = TIME_LIMIT,
+                progress: bool = True, verbose: bool = True) -> BuildSummary:
     r"""Builds (or resumes building) a sharded HDF5 store from SMILES files.
 
     Every molecule is featurized like
     :func:`~pyg_unimol2.data.featurize.from_smiles` with ``seed=seed``: the
     same ETKDGv3 seed for every molecule, so its conformer depends neither
     on its position nor on :obj:`workers`. Records that fail are skipped and
-    listed in ``failures.csv`` (input file, line, SMILES, reason).
+    listed in ``failures.csv`` (input file, line, SMILES, reason), among
+    them a molecule that crashes its worker process twice (``'worker
+    crashed (...)'``) or takes longer than :obj:`time_limit` (``'timed out
+    after N s'``); the other molecules that a dead worker held are
+    featurized again, so a crash does not change the store.
 
     Rerunning with the same inputs and settings resumes: finished shards are
     kept, an interrupted shard is rebuilt, and a complete store is left
     untouched (no work). Rerunning with other settings raises
-    :class:`StoreError`; :obj:`workers`, :obj:`chunksize` and
-    :obj:`progress` may change freely.
+    :class:`StoreError`; :obj:`workers`, :obj:`chunksize`,
+    :obj:`time_limit` and :obj:`progress` may change freely.
 
     Args:
         inputs (path or list of paths): ``.smi``, ``.csv``, ``.tsv`` files,
@@ -456,6 +537,11 @@ def build_store(inputs: Union[PathLike, Sequence[PathLike]],
             :obj:`max_atoms` is at most ``256``.
         chunksize (int, optional): molecules sent to a worker at once.
             (default: :obj:`8`)
+        time_limit (float, optional): seconds one molecule may take; also
+            RDKit's embedding timeout. With ``workers=1`` only the latter
+            applies. (default:
+            :data:`~pyg_unimol2.data.featurize.TIME_LIMIT`, 300;
+            :obj:`None`: no limit)
         progress (bool, optional): show a progress bar (molecules/s).
             (default: :obj:`True`)
         verbose (bool, optional): print a summary. (default: :obj:`True`)
@@ -469,12 +555,14 @@ def build_store(inputs: Union[PathLike, Sequence[PathLike]],
     inputs = [Path(p) for p in inputs]
     for p in inputs:
         if not p.is_file():
-            raise FileNotFoundError(f'input file not found: {p}')
+            raise MissingFileError(f'SMILES file {p}: no such file (give '
+                                   f'.smi, .csv or .tsv files, optionally '
+                                   f'gzipped)')
     if not 1 <= max_atoms <= MAX_STORE_ATOMS:
-        raise ValueError(f'max_atoms must be in 1..{MAX_STORE_ATOMS}, got '
-                         f'{max_atoms}')
+        raise ConfigError(f'max_atoms must be in 1..{MAX_STORE_ATOMS}, got '
+                          f'{max_atoms}')
     if shard_size < 1:
-        raise ValueError(f'shard_size must be positive, got {shard_size}')
+        raise ConfigError(f'shard_size must be positive, got {shard_size}')
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = dict(format_version=FORMAT_VERSION, seed=seed,
@@ -527,25 +615,23 @@ def build_store(inputs: Union[PathLike, Sequence[PathLike]],
         print(f'{out}: resuming, {num_shards - len(pending)} of {num_shards} '
               f'shards already built')
     job = partial(_featurize_record, seed=seed, remove_hs=remove_hs,
-                  max_atoms=max_atoms, optimize=optimize)
+                  max_atoms=max_atoms, optimize=optimize,
+                  time_limit=time_limit)
     workers = min(workers or os.cpu_count() or 1, max(built_records, 1))
     t0 = time.perf_counter()
     if pending:
         shards = _pending_shards(inputs, limit, shard_size, set(pending))
-        bar = partial(tqdm, total=built_records, unit='mol',
-                      desc='Building store', disable=not progress,
-                      smoothing=0.05)
-        if workers == 1:
-            with bar() as b:
-                _run_shards(shards, lambda recs: map(job, recs), out, b)
-        else:
-            # The pool is started before the progress bar's monitor thread.
-            with multiprocessing.Pool(workers,
-                                      initializer=_init_worker) as pool, \
-                    bar() as b:
-                _run_shards(shards,
-                            lambda recs: pool.imap(job, recs, chunksize),
-                            out, b)
+        queued: deque = deque()
+        outputs = imap_isolated(job, _queued(shards, queued), workers,
+                                chunksize=chunksize,
+                                time_limit=time_limit,
+                                initializer=single_thread,
+                                lookahead=shard_size)
+        with closing(outputs), tqdm(total=built_records, unit='mol',
+                                    desc='Building store',
+                                    disable=not progress,
+                                    smoothing=0.05) as bar:
+            _run_shards(queued, outputs, out, bar)
     featurize_seconds = time.perf_counter() - t0
     manifest = _finalize(out, inputs, file_records, settings, shard_size,
                          num_shards)
@@ -582,28 +668,40 @@ def _pending_shards(inputs: Sequence[Path], limit: Optional[int],
         yield current, records
 
 
-def _run_shards(shards: Iterator[Tuple[int, List[Record]]], submit, out: Path,
+def _queued(shards: Iterator[Tuple[int, List[Record]]],
+            queued: deque) -> Iterator[Record]:
+    """The records of :obj:`shards`, one after the other; ``(shard,
+    records)`` is appended to :obj:`queued` when the first record of a shard
+    is taken."""
+    for k, records in shards:
+        queued.append((k, records))
+        yield from records
+
+
+def _run_shards(queued: deque, outputs: Iterator, out: Path,
                 bar: tqdm) -> None:
-    """Featurizes shard after shard with two shards in flight, so that
-    workers keep busy while a finished shard is written."""
-    inflight = deque()
-
-    def push() -> None:
-        item = next(shards, None)
-        if item is not None:
-            k, records = item
-            inflight.append((k, records, submit(records)))
-
-    push()
-    push()
-    while inflight:
-        k, records, results = inflight.popleft()
-        collected = []
-        for result in results:
-            collected.append(result)
+    """Collects the :obj:`outputs` of the records of the shards in
+    :obj:`queued` (see :func:`_queued`), in order, and writes each finished
+    shard in a background thread while the workers go on with the next."""
+    collected: List[Tuple[Record, Union[Dict, str]]] = []
+    writing: Optional[Future] = None
+    with ThreadPoolExecutor(1) as writer:
+        for output in outputs:
+            k, records = queued[0]
+            record = records[len(collected)]
+            if isinstance(output, ItemFailure):
+                output = f'{output.reason} ({record.smiles!r})'
+            collected.append((record, output))
             bar.update()
-        push()
-        _write_shard(out / _shard_name(k), k, records[0].index, collected)
+            if len(collected) == len(records):
+                queued.popleft()
+                if writing is not None:
+                    writing.result()
+                writing = writer.submit(_write_shard, out / _shard_name(k),
+                                        k, records[0].index, collected)
+                collected = []
+        if writing is not None:
+            writing.result()
 
 
 def _finalize(out: Path, inputs: Sequence[Path], file_records: List[int],
@@ -612,6 +710,7 @@ def _finalize(out: Path, inputs: Sequence[Path], file_records: List[int],
     from the shards."""
     shard_ptr = np.zeros(num_shards + 1, np.int64)
     layout = np.full((num_shards, len(LAYOUT_COLUMNS)), -1, np.int64)
+    ptr_checksum = np.zeros(num_shards, np.uint32)
     num_atoms, mol_hash, scaffold_hash, shard_info = [], [], [], []
     failures = []
     totals = dict(atoms=0, bonds=0, pairs=0)
@@ -622,6 +721,7 @@ def _finalize(out: Path, inputs: Sequence[Path], file_records: List[int],
                 raise StoreError(f'{out / _shard_name(k)}: format version '
                                  f'{f.attrs["format_version"]}')
             ptr = f['ptr'][:]
+            ptr_checksum[k] = _crc32(ptr)
             for c, key in enumerate(LAYOUT_COLUMNS):
                 offset = f[key].id.get_offset()
                 if f[key].size and offset is None:
@@ -664,11 +764,15 @@ def _finalize(out: Path, inputs: Sequence[Path], file_records: List[int],
         f.attrs['format_version'] = FORMAT_VERSION
         f.create_dataset('shard_ptr', data=shard_ptr)
         f.create_dataset('layout', data=layout)
+        f.create_dataset('ptr_checksum', data=ptr_checksum)
         f.create_dataset('num_atoms', data=num_atoms.astype(np.uint16))
         f.create_dataset('mol_hash', data=mol_hash.astype(np.uint64))
         f.create_dataset('scaffold_id', data=scaffold_id)
         f.create_dataset('scaffold_count', data=scaffold_count)
     _commit(tmp, out / 'index.h5')
+    index_file = dict(path='index.h5',
+                      bytes=(out / 'index.h5').stat().st_size,
+                      crc32=_file_crc32(out / 'index.h5'))
 
     tmp = out / 'failures.csv.tmp'
     with open(tmp, 'w', newline='') as fh:
@@ -688,7 +792,7 @@ def _finalize(out: Path, inputs: Sequence[Path], file_records: List[int],
                     molecules=int(shard_ptr[-1]), failures=len(failures),
                     shards=num_shards, scaffolds=int(scaffold_count.shape[0]),
                     **totals),
-        files=dict(index='index.h5', failures='failures.csv'),
+        files=dict(index=index_file, failures='failures.csv'),
         shards=shard_info,
     )
     _write_json(out / 'manifest.json', manifest)
@@ -712,32 +816,53 @@ def _print_failures(out: Path, limit: int = 20) -> None:
 # ---------------------------------------------------------------------------
 class _MappedShard:
     """Read-only memory map of one shard file and array views of its
-    datasets (layout offsets from ``index.h5``)."""
-    __slots__ = ('map', 'ptr', 'graph', 'pos', 'spd', 'smiles_offset',
-                 'name_offset')
+    datasets (layout offsets from ``index.h5``).
 
-    def __init__(self, path: Path, layout: List[int],
-                 num_molecules: int) -> None:
-        with open(path, 'rb') as f:
-            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    The ``ptr`` table is verified against its CRC-32 here; the other arrays
+    are cut at the end of the file (a truncated shard), so that
+    :meth:`StoreReader.read_raw` finds the molecules beyond the cut short
+    and names them.
+    """
+    __slots__ = ('path', 'map', 'ptr', 'checksum', 'graph', 'pos', 'spd',
+                 'smiles_offset', 'name_offset')
+
+    def __init__(self, path: Path, layout: List[int], num_molecules: int,
+                 ptr_checksum: int, molecules: range) -> None:
+        self.path = path
+        try:
+            with open(path, 'rb') as f:
+                self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as e:  # ValueError: an empty file
+            raise CorruptStoreError(path, molecules,
+                                    f'unreadable shard ({e})') from None
         width = len(PTR_COLUMNS)
-        self.ptr = np.frombuffer(self.map, np.int64, (num_molecules + 1) *
-                                 width, layout[0]).reshape(-1, width)
+        ptr = self._view(np.int64, (num_molecules + 1) * width, layout[0])
+        checksum = self._view(np.uint32, num_molecules, layout[6])
+        if ptr.shape[0] < (num_molecules + 1) * width or \
+                checksum.shape[0] < num_molecules:
+            raise CorruptStoreError(path, molecules, 'truncated shard file '
+                                    f'({len(self.map)} bytes)')
+        if _crc32(ptr) != ptr_checksum:
+            raise CorruptStoreError(path, molecules, 'checksum mismatch in '
+                                    'the molecule table (ptr)')
+        self.ptr, self.checksum = ptr.reshape(-1, width), checksum
         atoms, _, pairs, graph = self.ptr[-1, :4].tolist()
         self.graph = self._view(np.uint8, graph, layout[1])
-        self.pos = self._view(np.float32, 3 * atoms, layout[2]).reshape(-1, 3)
+        self.pos = self._view(np.float32, 3 * atoms, layout[2])
         self.spd = self._view(np.int16, pairs, layout[3])
         self.smiles_offset, self.name_offset = layout[4], layout[5]
 
     def _view(self, dtype, count: int, offset: int) -> np.ndarray:
+        """Up to :obj:`count` items from byte :obj:`offset`, fewer if the
+        file ends before."""
+        size = np.dtype(dtype).itemsize
+        count = max(min(count, (len(self.map) - offset) // size), 0)
         if count == 0:
             return np.zeros(0, dtype)
-        if offset + count * np.dtype(dtype).itemsize > len(self.map):
-            raise StoreError('truncated shard file')
         return np.frombuffer(self.map, dtype, count, offset)
 
-    def text(self, offset: int, length: int) -> str:
-        return self.map[offset:offset + length].decode() if length else ''
+    def text(self, offset: int, length: int) -> bytes:
+        return self.map[offset:offset + length] if length else b''
 
 
 class StoreReader:
@@ -761,16 +886,29 @@ class StoreReader:
     def __init__(self, root: PathLike, max_open_files: int = 64) -> None:
         self.root = Path(root)
         manifest_path = self.root / 'manifest.json'
+        if not self.root.is_dir():
+            raise StoreError(f'store {self.root}: no such directory (build '
+                             f'one with unimol2 build-hdf5 SMILES_FILE '
+                             f'{self.root})')
         if not manifest_path.exists():
             raise StoreError(f'{self.root} is not a complete store (no '
                              f'manifest.json); run build-hdf5 on it')
-        self.manifest = json.loads(manifest_path.read_text())
-        if self.manifest['format_version'] != FORMAT_VERSION:
-            raise StoreError(f'{self.root}: unsupported format version '
-                             f'{self.manifest["format_version"]}')
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+            version = self.manifest['format_version']
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise StoreError(f'{manifest_path}: unreadable manifest ({e}); '
+                             f'rebuild the store with unimol2 build-hdf5'
+                             ) from None
+        if version != FORMAT_VERSION:
+            raise StoreError(f'{self.root}: store format version {version}, '
+                             f'this version reads {FORMAT_VERSION}; rebuild '
+                             f'it with unimol2 build-hdf5')
+        self._check_index()
         with h5py.File(self.root / 'index.h5', 'r') as f:
             shard_ptr = f['shard_ptr'][:]
             layout = f['layout'][:]
+            self._ptr_checksum: List[int] = f['ptr_checksum'][:].tolist()
         self._shard_ptr: List[int] = shard_ptr.tolist()
         self._layout: List[List[int]] = layout.tolist()
         self._files = [self.root / s['file'] for s in self.manifest['shards']]
@@ -778,7 +916,27 @@ class StoreReader:
                                for s in self.manifest['shards']]
         self.max_open_files = max(int(max_open_files), 1)
         self._maps: 'OrderedDict[int, _MappedShard]' = OrderedDict()
+        self._broken: Dict[int, CorruptStoreError] = {}
         self._pid = os.getpid()
+
+    def _check_index(self) -> None:
+        """Verifies ``index.h5`` against the size and CRC-32 of the
+        manifest."""
+        path = self.root / 'index.h5'
+        expected = self.manifest['files']['index']
+        everything = range(self.manifest['counts']['molecules'])
+        try:
+            size = path.stat().st_size
+            if size != expected['bytes']:
+                raise CorruptStoreError(path, everything, f'{size} bytes, '
+                                        f'the manifest says '
+                                        f'{expected["bytes"]} (truncated?)')
+            if _file_crc32(path) != expected['crc32']:
+                raise CorruptStoreError(path, everything,
+                                        'checksum mismatch')
+        except OSError as e:
+            raise CorruptStoreError(path, everything,
+                                    f'unreadable ({e})') from None
 
     def __len__(self) -> int:
         return self._shard_ptr[-1]
@@ -820,6 +978,7 @@ class StoreReader:
     def __getstate__(self) -> Dict:
         state = self.__dict__.copy()
         state['_maps'] = OrderedDict()
+        state['_broken'] = {}
         state['_pid'] = None
         return state
 
@@ -834,10 +993,20 @@ class StoreReader:
             self._pid = os.getpid()
         mapped = self._maps.get(shard)
         if mapped is None:
+            if shard in self._broken:
+                raise self._broken[shard]
             if len(self._maps) >= self.max_open_files:
                 self._maps.popitem(last=False)
-            mapped = _MappedShard(self._files[shard], self._layout[shard],
-                                  self._num_molecules[shard])
+            molecules = range(self._shard_ptr[shard],
+                              self._shard_ptr[shard + 1])
+            try:
+                mapped = _MappedShard(
+                    self._files[shard], self._layout[shard],
+                    self._num_molecules[shard], self._ptr_checksum[shard],
+                    molecules)
+            except CorruptStoreError as e:
+                self._broken[shard] = e
+                raise
             self._maps[shard] = mapped
         elif len(self._maps) > 1:
             self._maps.move_to_end(shard)
@@ -853,20 +1022,34 @@ class StoreReader:
         return shard, index - self._shard_ptr[shard]
 
     def read_raw(self, index: int) -> Dict[str, Any]:
-        """The stored arrays of molecule :obj:`index`: ``graph`` ``[19 n + 5
-        E]`` uint8 (a read-only view of the map), ``pos`` ``[n, 3]`` float32,
-        ``spd`` ``[n * n]`` int16 (copies), ``smiles`` and ``name``."""
+        """The stored arrays of molecule :obj:`index`, verified against its
+        checksum: ``graph`` ``[19 n + 5 E]`` uint8 (a read-only view of the
+        map), ``pos`` ``[n, 3]`` float32, ``spd`` ``[n * n]`` int16
+        (copies), ``smiles`` and ``name``.
+
+        Raises:
+            CorruptStoreError: the molecule's bytes (or its shard's table)
+                are damaged or cut off.
+        """
         shard, local = self.locate(index)
         m = self._shard(shard)
         a0, _, q0, g0, s0, n0, _, a1, _, q1, g1, s1, n1, _ = \
             m.ptr[local:local + 2].ravel().tolist()
-        return dict(
-            graph=m.graph[g0:g1],
-            pos=m.pos[a0:a1].copy(),
-            spd=m.spd[q0:q1].copy(),
-            smiles=m.text(m.smiles_offset + s0, s1 - s0),
-            name=m.text(m.name_offset + n0, n1 - n0),
-        )
+        graph, pos = m.graph[g0:g1], m.pos[3 * a0:3 * a1]
+        spd = m.spd[q0:q1]
+        smiles = m.text(m.smiles_offset + s0, s1 - s0)
+        name = m.text(m.name_offset + n0, n1 - n0)
+        if (graph.shape[0], pos.shape[0], spd.shape[0], len(smiles),
+                len(name)) != (g1 - g0, 3 * (a1 - a0), q1 - q0, s1 - s0,
+                               n1 - n0):
+            raise CorruptStoreError(m.path, range(index, index + 1),
+                                    'truncated shard file')
+        if _crc32(graph, pos, spd, smiles, name) != int(m.checksum[local]):
+            raise CorruptStoreError(m.path, range(index, index + 1),
+                                    'checksum mismatch')
+        return dict(graph=graph, pos=pos.reshape(-1, 3).copy(),
+                    spd=spd.copy(), smiles=smiles.decode(),
+                    name=name.decode())
 
     def get(self, index: int) -> Data:
         """Molecule :obj:`index` as a :class:`~torch_geometric.data.Data`

@@ -6,6 +6,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch_geometric.data import Data, InMemoryDataset
 
+from ..errors import ConfigError
 from .compas1d import COMPAS1D, COMPAS1D_TARGETS
 from .hdf5 import HDF5MoleculeDataset
 from .qm9 import QM9, QM9_TARGETS
@@ -67,13 +68,13 @@ def load_property_dataset(
     """
     key = name.lower().replace('-', '')
     if key not in _TABLES:
-        raise ValueError(f'unknown dataset {name!r}; expected one of '
-                         f'{sorted(_TABLES)}')
+        raise ConfigError(f'unknown dataset {name!r}; expected one of '
+                          f'{sorted(_TABLES)}')
     table = _TABLES[key]
     unknown = [t for t in targets if t not in table]
     if unknown:
-        raise ValueError(f'unknown {key} targets {unknown}; available: '
-                         f'{list(table)}')
+        raise ConfigError(f'unknown {key} targets {unknown}; available: '
+                          f'{list(table)}')
     transform = SelectTargets([table[t].index for t in targets])
     subset_seed = seed if subset is not None else None
     if key == 'qm9':

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch_geometric.data import InMemoryDataset
 
+from ..errors import InputError, MissingFileError
+
 __all__ = ['COMPAS1D', 'COMPAS1D_TARGETS', 'CompasTarget']
 
 CSV_NAME = 'compas-1D_b3lyp-d3bj_def2-svp.csv'
@@ -67,12 +69,12 @@ def read_compas_csv(path: str) -> List[Dict[str, str]]:
     with open(path, newline='') as f:
         rows = list(csv.DictReader(f))
     if not rows:
-        raise ValueError(f'{path}: empty file')
+        raise InputError(f'{path}: empty file')
     missing = [c for c in ['molecule', 'smiles'] +
                [t.column for t in COMPAS1D_TARGETS.values()]
                if c not in rows[0]]
     if missing:
-        raise ValueError(f'{path}: not the COMPAS-1D B3LYP-D3BJ/def2-SVP '
+        raise InputError(f'{path}: not the COMPAS-1D B3LYP-D3BJ/def2-SVP '
                          f'CSV (missing columns {missing})')
     return rows
 
@@ -204,7 +206,7 @@ class COMPAS1D(InMemoryDataset):
 
     def download(self) -> None:
         if not osp.exists(self.source_path):
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f'COMPAS-1D CSV not found at {self.source_path}. Download '
                 f'COMPAS-1D.csv (B3LYP-D3BJ/def2-SVP) from {OFFICIAL_URL} '
                 f'(licence CC BY-NC-SA), then pass csv_path=PATH or save it '
@@ -220,7 +222,7 @@ class COMPAS1D(InMemoryDataset):
             with open(path, 'rb') as f:
                 digest = hashlib.sha256(f.read()).hexdigest()
             if digest != CSV_SHA256:
-                raise ValueError(f'{path}: sha256 {digest} is not the '
+                raise InputError(f'{path}: sha256 {digest} is not the '
                                  f'COMPAS-1D release ({CSV_SHA256})')
         rows = read_compas_csv(path)
         positions = list(range(len(rows)))

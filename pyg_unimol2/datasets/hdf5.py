@@ -1,16 +1,18 @@
 r"""PyG dataset over a sharded HDF5 molecule store
 (:mod:`pyg_unimol2.data.store`, built with ``unimol2 build-hdf5``)."""
 import os
+import warnings
 from typing import Callable, Optional, Union
 
 import numpy as np
 from torch_geometric.data import Data, Dataset
 
-from ..data.store import StoreReader
+from ..data.store import CorruptStoreError, StoreReader
 
-__all__ = ['HDF5MoleculeDataset', 'SPLITS']
+__all__ = ['HDF5MoleculeDataset', 'SPLITS', 'ON_CORRUPT']
 
 SPLITS = ('train', 'valid')
+ON_CORRUPT = ('raise', 'skip')
 _MASK64 = (1 << 64) - 1
 
 
@@ -49,6 +51,14 @@ class HDF5MoleculeDataset(Dataset):
     to sampling noise. Only the validation indices are kept in memory; the
     training split maps its indices around them.
 
+    **Damaged data.** Every read is checksummed (see
+    :mod:`pyg_unimol2.data.store`). With ``on_corrupt='raise'`` a damaged
+    molecule raises :class:`~pyg_unimol2.data.store.CorruptStoreError`
+    naming the file and the molecule; with ``'skip'`` it is reported once
+    per process (a :class:`UserWarning` with the same text), counted in
+    :attr:`corrupt_skipped` and returned as :obj:`None`, for a collate
+    function that drops :obj:`None` (the pretraining one does).
+
     Args:
         root (str): the store directory.
         split (str, optional): ``'train'``, ``'valid'`` or :obj:`None` (all
@@ -61,14 +71,22 @@ class HDF5MoleculeDataset(Dataset):
             (default: :obj:`None`)
         max_open_files (int, optional): shards kept mapped per process.
             (default: :obj:`64`)
+        on_corrupt (str, optional): ``'raise'`` or ``'skip'`` a molecule
+            whose bytes fail verification. (default: :obj:`'raise'`)
     """
     def __init__(self, root: Union[str, os.PathLike],
                  split: Optional[str] = None, valid_fraction: float = 0.01,
                  split_seed: int = 0, transform: Optional[Callable] = None,
-                 max_open_files: int = 64) -> None:
+                 max_open_files: int = 64, on_corrupt: str = 'raise') -> None:
         if split is not None and split not in SPLITS:
             raise ValueError(f'split must be one of {SPLITS} or None, got '
                              f'{split!r}')
+        if on_corrupt not in ON_CORRUPT:
+            raise ValueError(f'on_corrupt must be one of {ON_CORRUPT}, got '
+                             f'{on_corrupt!r}')
+        self.on_corrupt = on_corrupt
+        #: Damaged molecules skipped by this process (``on_corrupt='skip'``).
+        self.corrupt_skipped = 0
         if not 0.0 <= valid_fraction <= 1.0:
             raise ValueError(f'valid_fraction must be in [0, 1], got '
                              f'{valid_fraction}')
@@ -131,8 +149,18 @@ class HDF5MoleculeDataset(Dataset):
             split = split[np.asarray(self._indices, dtype=np.int64)]
         return split
 
-    def get(self, idx: int) -> Data:
-        return self.reader.get(self.store_index(idx))
+    def get(self, idx: int) -> Optional[Data]:
+        return self._read(self.store_index(idx))
+
+    def _read(self, index: int) -> Optional[Data]:
+        try:
+            return self.reader.get(index)
+        except CorruptStoreError as e:
+            if self.on_corrupt == 'raise':
+                raise
+            self.corrupt_skipped += 1
+            warnings.warn(f'skipped: {e}', stacklevel=2)
+            return None
 
     def __getitem__(self, idx):
         # Fast path of the common case (a plain int, no subset, no
@@ -141,9 +169,9 @@ class HDF5MoleculeDataset(Dataset):
                 self.transform is None:
             if idx < 0:
                 idx += self.len()
-            if self.split is None:
-                return self.reader.get(idx)
-            return self.reader.get(self.store_index(idx))
+            if self.split is not None:
+                idx = self.store_index(idx)
+            return self._read(idx)
         return super().__getitem__(idx)
 
     @property

@@ -10,6 +10,7 @@ J. Chem. Inf. Model. 2022, 62, 5938-5951 (doi:10.1021/acs.jcim.2c01073).
 import copy
 from typing import Dict, List, Optional, Sequence, Union
 
+from ..errors import ConfigError
 from ..tasks import Task
 from .tabular import TabularDataset
 
@@ -78,8 +79,8 @@ class MoleculeACE(TabularDataset):
                  tasks: Optional[Sequence[Union[Task, Dict]]] = None,
                  **kwargs) -> None:
         if target not in MOLECULEACE_TARGETS:
-            raise ValueError(f'unknown MoleculeACE target {target!r}; '
-                             f'expected one of {MOLECULEACE_TARGETS}')
+            raise ConfigError(f'unknown MoleculeACE target {target!r}; '
+                              f'expected one of {MOLECULEACE_TARGETS}')
         self.target = target
         self.default_file = f'{target}.csv'
         kwargs.setdefault('smiles_col', 'smiles')

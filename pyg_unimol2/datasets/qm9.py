@@ -22,17 +22,19 @@ Only ``qm9pack`` is imported lazily by file location, never as a module (its
 import csv
 import functools
 import importlib.util
-import multiprocessing as mp
 import os
 import os.path as osp
 import tarfile
 import time
+from contextlib import closing
 from typing import (Callable, Dict, Iterable, Iterator, List, NamedTuple,
                     Optional, Sequence, Tuple)
 
 import numpy as np
 import torch
 from torch_geometric.data import Data, InMemoryDataset
+
+from ..errors import MissingFileError
 
 __all__ = ['QM9', 'QM9_TARGETS', 'Target', 'read_qm9pack', 'read_qm9_archive',
            'parse_qm9_xyz', 'QM9Record']
@@ -212,62 +214,70 @@ def _from_numpy(d: Dict) -> Data:
                        else v) for k, v in d.items()})
 
 
+def _name(rec: QM9Record) -> str:
+    """The official file stem of :obj:`rec`."""
+    return f'dsgdb9nsd_{rec.idx:06d}'
+
+
+def _labelled(data: Data, rec: QM9Record) -> Dict:
+    """:obj:`data` with the labels and names of :obj:`rec`, as arrays."""
+    data.y = torch.from_numpy(rec.y.astype(np.float32)).view(1, -1)
+    data.idx = torch.tensor([rec.idx], dtype=torch.long)
+    data.smiles = rec.smiles
+    data.name = _name(rec)
+    return _to_numpy(data)
+
+
+def _without_graph(rec: QM9Record, remove_hs: bool) -> Dict:
+    """:obj:`rec` featurized without its graph (geometry only)."""
+    from pyg_unimol2.data.featurize import from_atoms
+    return _labelled(from_atoms(rec.z, rec.pos, name=_name(rec),
+                                remove_hs=remove_hs), rec)
+
+
 def _process_one(args: Tuple[QM9Record, bool]):
     """Featurizes one molecule. Returns ``(data_dict, source, reasons)``
     where ``source`` is the template that matched (``'relaxed'``, ``'gdb'``)
     or ``None`` when the graph features were dropped."""
     from rdkit import rdBase
 
-    from pyg_unimol2.data.featurize import from_atoms
     from pyg_unimol2.data.xyz import from_xyz
     rec, remove_hs = args
-    name = f'dsgdb9nsd_{rec.idx:06d}'
+    name = _name(rec)
     templates = []
     if rec.smiles_relaxed:
         templates.append(('relaxed', rec.smiles_relaxed))
     templates.append(('gdb', rec.smiles))
     reasons = []
-    data, source = None, None
     with rdBase.BlockLogs():
         for label, smi in templates:
             try:
                 data = from_xyz(rec.z, rec.pos, smiles=smi, name=name,
                                 remove_hs=remove_hs)
-                source = label
-                break
+                return _labelled(data, rec), label, reasons
             except Exception as e:  # noqa: BLE001 (kept and reported)
                 reasons.append(f'{label}: {e}')
-    if data is None:
-        data = from_atoms(rec.z, rec.pos, name=name, remove_hs=remove_hs)
-    data.y = torch.from_numpy(rec.y.astype(np.float32)).view(1, -1)
-    data.idx = torch.tensor([rec.idx], dtype=torch.long)
-    data.smiles = rec.smiles
-    data.name = name
-    return _to_numpy(data), source, reasons
+    return _without_graph(rec, remove_hs), None, reasons
 
 
 def _map(fn: Callable, items: Sequence, workers: int, progress: bool,
          desc: str) -> Iterator:
+    """``fn(item)`` for every item, in order, in crash-safe worker processes
+    (:func:`~pyg_unimol2.data.workers.imap_isolated`): an item that crashes
+    its worker twice gives an
+    :class:`~pyg_unimol2.data.workers.ItemFailure`."""
     from tqdm.auto import tqdm
-    bar = tqdm(total=len(items), desc=desc, disable=not progress,
-               mininterval=1.0)
-    if workers <= 1:
-        for item in items:
-            yield fn(item)
+
+    from pyg_unimol2.data.workers import imap_isolated, single_thread
+    chunk = max(1, min(256, len(items) // (workers * 8)))
+    outputs = imap_isolated(fn, items, workers, chunksize=chunk,
+                            initializer=single_thread)
+    with closing(outputs), tqdm(total=len(items), desc=desc,
+                                disable=not progress,
+                                mininterval=1.0) as bar:
+        for out in outputs:
+            yield out
             bar.update()
-    else:
-        chunk = max(1, min(256, len(items) // (workers * 8)))
-        ctx = mp.get_context('fork' if 'fork' in mp.get_all_start_methods()
-                             else None)
-        with ctx.Pool(workers, initializer=_worker_init) as pool:
-            for out in pool.imap(fn, items, chunksize=chunk):
-                yield out
-                bar.update()
-    bar.close()
-
-
-def _worker_init() -> None:
-    torch.set_num_threads(1)
 
 
 # --------------------------------------------------------------------------
@@ -317,6 +327,10 @@ class QM9(InMemoryDataset):
     the relaxed SMILES failed is listed with status ``fallback``. With
     ``qm9pack``, 3 of 130,831 molecules fail (GDB 133831, 133857, 133859:
     their relaxed geometries are bonded differently from their SMILES).
+    Matching runs in crash-safe worker processes
+    (:func:`~pyg_unimol2.data.workers.imap_isolated`): a molecule that
+    crashes its worker twice is kept the same way, with reason ``worker
+    crashed (...)``.
 
     Args:
         root (str): root folder; processed files go to ``root/processed``,
@@ -420,7 +434,7 @@ class QM9(InMemoryDataset):
         if self.source == 'qm9pack':
             return  # shipped with the qm9pack package
         if not osp.exists(self.archive_path):
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f'QM9 archive not found at {self.archive_path}. Download '
                 f'{ARCHIVE_NAME} from {ARCHIVE_URL} (collection: '
                 f'{FIGSHARE_URL}) and pass raw_archive=PATH or put it in '
@@ -452,12 +466,14 @@ class QM9(InMemoryDataset):
         t_read = time.perf_counter() - t0
         workers = self.workers or os.cpu_count() or 1
         workers = max(1, min(workers, len(records) // 64 or 1))
+        from pyg_unimol2.data.workers import ItemFailure
         data_list, rows = [], []
         items = [(r, self.remove_hs) for r in records]
-        for rec, (d, source, reasons) in zip(
-                records,
-                _map(_process_one, items, workers, self.progress,
-                     'QM9 featurize')):
+        for out, rec in zip(_map(_process_one, items, workers, self.progress,
+                                 'QM9 featurize'), records):
+            if isinstance(out, ItemFailure):  # Kept without its graph.
+                out = _without_graph(rec, self.remove_hs), None, [out.reason]
+            d, source, reasons = out
             data = _from_numpy(d)
             if self.pre_filter is not None and not self.pre_filter(data):
                 continue

@@ -6,12 +6,15 @@ caching are those of :class:`~pyg_unimol2.datasets.tabular.TabularDataset`
 (shared in :class:`~pyg_unimol2.datasets.tabular.LabelledMoleculeDataset`).
 """
 import gzip
+import io
 import os.path as osp
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import (IO, Callable, Dict, Iterator, List, Optional, Sequence,
+                    Tuple, Union)
 
 import numpy as np
 from tqdm import tqdm
 
+from ..errors import InputError
 from ..tasks import Task
 from .tabular import LabelledMoleculeDataset, Record, resolve_column
 
@@ -50,10 +53,13 @@ class SDFDataset(LabelledMoleculeDataset):
     **Skipped records** are listed in :attr:`report` and
     ``processed/<stem>_report.csv`` with their 0-based record index
     (column ``row``) and an empty ``column``: records RDKit cannot read or
-    sanitize ("unparsable record"), records without 3D coordinates ("no 3D
-    conformer": no conformer, or every z coordinate 0 in a block not
-    flagged 3D or with all coordinates 0), and molecules
-    :func:`~pyg_unimol2.data.featurize.from_mol` rejects. Bad labels,
+    sanitize ("unparsable record"), blank ones ("empty record"), ones that
+    are not UTF-8 text ("unreadable record"), records without 3D
+    coordinates ("no 3D conformer": no conformer, or every z coordinate 0
+    in a block not flagged 3D or with all coordinates 0), and molecules
+    :func:`~pyg_unimol2.data.featurize.from_mol` rejects. A record is what
+    ends with a ``$$$$`` line (text after the last one is a record unless
+    blank), so a broken record never hides the next one. Bad labels,
     duplicates, caching and :attr:`tasks` behave as in
     :class:`~pyg_unimol2.datasets.tabular.TabularDataset`.
 
@@ -85,7 +91,7 @@ class SDFDataset(LabelledMoleculeDataset):
                  pre_filter: Optional[Callable] = None,
                  force_reload: bool = False, log: bool = True) -> None:
         if not str(path).lower().endswith(SDF_SUFFIXES):
-            raise ValueError(f'{path}: not an SD file (expected one of '
+            raise InputError(f'{path}: not an SD file (expected one of '
                              f'{", ".join(SDF_SUFFIXES)})')
         self.name_prop = name_prop
         self.split_prop = split_prop
@@ -100,15 +106,13 @@ class SDFDataset(LabelledMoleculeDataset):
                 'split_prop': self.split_prop}
 
     def _read(self) -> Tuple[List[Record], List[str]]:
-        from rdkit import Chem, rdBase
+        from rdkit import rdBase
         source = osp.basename(self.path)
         opener = gzip.open if self.path.endswith('.gz') else open
-        mols = []
         with opener(self.path, 'rb') as f, rdBase.BlockLogs():
-            for mol in Chem.ForwardSDMolSupplier(f, removeHs=False):
-                mols.append(mol)
-        props = sorted({p for m in mols if m is not None
-                        for p in m.GetPropNames()})
+            parsed = [_parse_record(block) for block in _split_records(f)]
+        props = sorted({p for _, values, _ in parsed if values is not None
+                        for p in values if p != '_Name'})
 
         def prop(name: str) -> str:
             return resolve_column(name, props, source, 'SD property',
@@ -119,22 +123,20 @@ class SDFDataset(LabelledMoleculeDataset):
         split_prop = prop(self.split_prop) if self.split_prop else None
         extra = {c: prop(c) for c in self.extra_cols.values()}
 
-        def get(mol, name: Optional[str]) -> str:
-            return mol.GetProp(name) if name and mol.HasProp(name) else ''
+        def get(values: Dict[str, str], name: Optional[str]) -> str:
+            return values.get(name, '') if name else ''
 
         records = []
-        for i, mol in enumerate(mols):
+        for i, (mol, values, failure) in enumerate(parsed):
             if mol is None:
-                records.append(Record(row=i, failure=(
-                    'unparsable record (RDKit could not read or sanitize '
-                    'it)')))
+                records.append(Record(row=i, failure=failure))
                 continue
-            name = get(mol, name_prop) if name_prop else get(mol, '_Name')
+            name = get(values, name_prop or '_Name')
             record = Record(
                 row=i, name=name.strip(),
-                split_tag=get(mol, split_prop).strip(),
-                cells={p: get(mol, p) for p in task_props},
-                extra={c: get(mol, p) for c, p in extra.items()},
+                split_tag=get(values, split_prop).strip(),
+                cells={p: get(values, p) for p in task_props},
+                extra={c: get(values, p) for c, p in extra.items()},
                 payload=mol)
             if not _has_3d(mol):
                 record.failure = 'no 3D conformer'
@@ -174,6 +176,48 @@ class SDFDataset(LabelledMoleculeDataset):
 
     def _atom_unit(self) -> str:
         return 'atom of the SD record, in file order'
+
+
+def _split_records(f: IO[bytes]) -> Iterator[bytes]:
+    """The records of the SD file :obj:`f` (binary), each with its
+    ``$$$$`` line; text after the last ``$$$$`` is a record unless blank.
+
+    Splitting before parsing keeps one record per ``$$$$``: RDKit's
+    suppliers, after a broken record (truncated, a wrong counts line, an
+    empty record), resynchronize on the ``$$$$`` of the *next* record and
+    silently drop it."""
+    lines = []
+    for line in f:
+        lines.append(line)
+        if line.startswith(b'$$$$'):
+            yield b''.join(lines)
+            lines = []
+    if any(line.strip() for line in lines):
+        yield b''.join(lines)
+
+
+def _parse_record(block: bytes) -> Tuple[object, Optional[Dict[str, str]],
+                                         Optional[str]]:
+    """``(molecule, properties, None)`` for the SD record :obj:`block`
+    (properties by name, the title line as ``_Name``), or
+    ``(None, None, why it failed)``."""
+    from rdkit import Chem
+    body = block.split(b'\n')
+    if not any(line.strip() for line in body
+               if not line.startswith(b'$$$$')):
+        return None, None, 'empty record (no line before its $$$$)'
+    supplier = Chem.ForwardSDMolSupplier(io.BytesIO(block), removeHs=False)
+    mol = next(iter(supplier), None)
+    if mol is None:
+        return None, None, ('unparsable record (RDKit could not read or '
+                            'sanitize it)')
+    try:
+        values = {p: mol.GetProp(p) for p in mol.GetPropNames()}
+        if mol.HasProp('_Name'):
+            values['_Name'] = mol.GetProp('_Name')
+    except UnicodeDecodeError as e:
+        return None, None, f'unreadable record (not UTF-8 text: {e})'
+    return mol, values, None
 
 
 def _has_3d(mol) -> bool:

@@ -37,6 +37,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..config_file import read_config_file
 from ..data.splits import (Split, column_split, kfold_split, make_split)
+from ..errors import ConfigError, MissingFileError, UserError
 from ..tasks import Task, parse_targets, task_from_dict
 
 __all__ = ['DatasetSpec', 'open_dataset', 'read_run_config', 'make_run_split',
@@ -87,19 +88,21 @@ class DatasetSpec:
 
     def __post_init__(self) -> None:
         if self.builtin is not None and self.builtin not in BUILTIN:
-            raise ValueError(f"dataset '{self.name}': unknown builtin "
-                             f"'{self.builtin}' (use one of "
-                             f"{', '.join(BUILTIN)})")
+            raise ConfigError(f"dataset '{self.name}': unknown builtin "
+                              f"'{self.builtin}' (use one of "
+                              f"{', '.join(BUILTIN)}, or --data FILE for "
+                              f"your own file)")
         if self.builtin is None and self.path is None:
-            raise ValueError(f"dataset '{self.name}': give a path (or a "
-                             f"builtin dataset)")
+            raise ConfigError(f"dataset '{self.name}': give a path (or a "
+                              f"builtin dataset)")
         if self.split not in SPLITS:
-            raise ValueError(f"dataset '{self.name}': unknown split "
-                             f"'{self.split}' (use one of {', '.join(SPLITS)})")
+            raise ConfigError(f"dataset '{self.name}': unknown split "
+                              f"'{self.split}' (use one of "
+                              f"{', '.join(SPLITS)})")
         if self.split == 'column' and not self.split_col and \
                 self.builtin != 'moleculeace':
-            raise ValueError(f"dataset '{self.name}': a column split needs "
-                             f"split_col")
+            raise ConfigError(f"dataset '{self.name}': a column split needs "
+                              f"its column (--split-col or split_col)")
 
     def declared_tasks(self) -> Optional[List[Task]]:
         """The tasks given in the spec (:obj:`None`: the dataset's
@@ -115,8 +118,11 @@ def spec_from_dict(entry: Dict[str, Any]) -> DatasetSpec:
     known = {f.name for f in fields(DatasetSpec)}
     unknown = set(entry) - known
     if unknown:
-        raise ValueError(f"dataset {entry.get('name', '?')!r}: unknown keys "
-                         f"{sorted(unknown)} (known: {', '.join(sorted(known))})")
+        raise ConfigError(f"dataset {entry.get('name', '?')!r}: unknown "
+                          f"keys {sorted(unknown)} (known: "
+                          f"{', '.join(sorted(known))})")
+    if 'name' not in entry:
+        raise ConfigError(f'a [[datasets]] entry needs a name: {entry}')
     return DatasetSpec(**entry)
 
 
@@ -126,17 +132,29 @@ def read_run_config(path: str) -> Tuple[Dict[str, Any], List[DatasetSpec]]:
     raw = read_config_file(path)
     unknown = set(raw) - {'train', 'datasets'}
     if unknown:
-        raise ValueError(f'{path}: unknown top-level keys {sorted(unknown)} '
-                         f'(use [train] and [[datasets]])')
+        raise ConfigError(f'config {path}: unknown top-level keys '
+                          f'{sorted(unknown)} (use [train] and '
+                          f'[[datasets]])')
     if not raw.get('datasets'):
-        raise ValueError(f'{path}: no [[datasets]]')
+        raise ConfigError(f'config {path}: no [[datasets]] (give each '
+                          f'dataset as a [[datasets]] table)')
+    if not isinstance(raw.get('train', {}), dict) or \
+            not isinstance(raw['datasets'], list) or \
+            not all(isinstance(e, dict) for e in raw['datasets']):
+        raise ConfigError(f'config {path}: [train] must be a table and '
+                          f'[[datasets]] a list of tables')
     specs = []
     for entry in raw['datasets']:
         entry = dict(entry)
         if entry.get('path') and not osp.isabs(entry['path']):
             entry['path'] = osp.join(osp.dirname(osp.abspath(path)),
                                      entry['path'])
-        specs.append(spec_from_dict(entry))
+        try:
+            spec = spec_from_dict(entry)
+            spec.declared_tasks()  # task mistakes named with the file
+        except UserError as e:
+            raise type(e)(f'config {path}: {e}') from None
+        specs.append(spec)
     return dict(raw.get('train', {})), specs
 
 
@@ -167,8 +185,8 @@ def open_dataset(spec: DatasetSpec, root: str, *,
         declared = {t.name: t for t in tasks or []}
         for t in declared.values():
             if t.kind != 'regression' or t.level != 'molecule':
-                raise ValueError(f"{kind} target '{t.name}' is a molecule-"
-                                 f"level regression target")
+                raise ConfigError(f"{kind} target '{t.name}' is a "
+                                  f"molecule-level regression target")
         out = [declared.get(n, Task(name=n)) for n in names]
         for t in out:
             t.unit = t.unit or table[t.name].unit
@@ -182,9 +200,14 @@ def open_dataset(spec: DatasetSpec, root: str, *,
     elif kind == 'freesolv':
         dataset = FreeSolv(folder, spec.path, tasks=tasks, **common)
     else:
+        if not osp.isfile(spec.path):
+            raise MissingFileError(f"data file {spec.path}: no such file "
+                                   f"(check the path given to --data or in "
+                                   f"--config)")
         if not tasks:
-            raise ValueError(f"dataset '{spec.name}' ({spec.path}): give its "
-                             f"targets (e.g. --targets 'col:regression')")
+            raise ConfigError(f"dataset '{spec.name}' ({spec.path}): give "
+                              f"its targets (e.g. --targets "
+                              f"'col:regression')")
         if str(spec.path).lower().endswith(('.sdf', '.sdf.gz', '.sd')):
             dataset = SDFDataset(folder, spec.path, tasks,
                                  split_prop=spec.split_col, progress=progress)

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data, InMemoryDataset
 
+from ..errors import InputError, MissingFileError
 from ..tasks import Task, TaskError, encode_label, infer_classes, \
     label_slices, task_from_dict
 
@@ -113,15 +114,24 @@ def read_table(path: str, delimiter: Optional[str] = None
         are padded with ``''`` and long rows cut to the header's width.
 
     Raises:
-        ValueError: unknown file ending, or an empty file.
+        InputError: unknown file ending, an empty file, one that is not
+            text or a row the csv module cannot read (a ``ValueError``).
+        MissingFileError: no such file (a ``FileNotFoundError``).
     """
     lower = path.lower()
     if not lower.endswith(TABLE_SUFFIXES):
-        raise ValueError(f'{path}: not a table file (expected one of '
+        raise InputError(f'{path}: not a table file (expected one of '
                          f'{", ".join(TABLE_SUFFIXES)}; SD files are read '
                          f'by SDFDataset)')
-    with _open_text(path) as f:
-        text = f.read()
+    try:
+        with _open_text(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise MissingFileError(f'{path}: no such file (check the '
+                               f'path)') from None
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise InputError(f'{path} cannot be read as a text table ({e})') \
+            from None
     first = text.split('\n', 1)[0]
     if delimiter is None:
         if lower.endswith(('.tsv', '.tsv.gz')):
@@ -131,9 +141,14 @@ def read_table(path: str, delimiter: Optional[str] = None
             delimiter = _SNIFFED[int(np.argmax(counts))] if max(counts) \
                 else ','
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    rows = [r for r in reader if r and any(c.strip() for c in r)]
+    try:
+        rows = [r for r in reader if r and any(c.strip() for c in r)]
+    except csv.Error as e:  # e.g. a cell over csv.field_size_limit()
+        raise InputError(f'{path}: line {reader.line_num} cannot be read as '
+                         f'a table row ({e}; an unbalanced quote?)') from None
     if not rows:
-        raise ValueError(f'{path}: empty file')
+        raise InputError(f'{path}: empty file (expected a header row and '
+                         f'one row per molecule)')
     header = [c.strip() for c in rows[0]]
     width = len(header)
     data = [(r + [''] * (width - len(r)))[:width] for r in rows[1:]]
@@ -333,12 +348,15 @@ class LabelledMoleculeDataset(InMemoryDataset):
             if osp.isdir(where) and name is not None:
                 where = osp.join(where, name)
         if not osp.isfile(where):
-            msg = f'{type(self).__name__}: file not found: {where}.'
+            msg = f'{type(self).__name__}: file not found: {where}'
             if self.official_url:
-                msg += (f' Download {name} from {self.official_url}, then '
-                        f'pass path=FILE (read in place, never copied) or '
-                        f'save it as {osp.join(root, "raw", name)}.')
-            raise FileNotFoundError(msg)
+                msg += (f'. Download {name} from {self.official_url}, then '
+                        f'pass path=FILE (unimol2 finetune: --csv FILE; '
+                        f'read in place, never copied) or save it as '
+                        f'{osp.join(root, "raw", name)}.')
+            else:
+                msg += ' (check the path)'
+            raise MissingFileError(msg)
         return osp.abspath(where)
 
     @staticmethod
@@ -545,7 +563,9 @@ class LabelledMoleculeDataset(InMemoryDataset):
                 cell = record.extra.get(column, '').strip()
                 try:
                     value = int(float(cell))
-                except ValueError:
+                    if not -2 ** 63 <= value < 2 ** 63:  # torch.long
+                        raise OverflowError
+                except (ValueError, OverflowError):  # OverflowError: inf
                     value = -1
                     report.append(dict(row=record.row, smiles=record.smiles,
                                        column=column, value=cell,
@@ -567,7 +587,7 @@ class LabelledMoleculeDataset(InMemoryDataset):
             dict(d, rows=';'.join(map(str, d['rows'])),
                  values=';'.join(d['values'])) for d in duplicates])
         if not data_list:
-            raise ValueError(f'{source}: no molecule could be featurized '
+            raise InputError(f'{source}: no molecule could be featurized '
                              f'(see {self.report_path})')
         self.save(data_list, self.processed_paths[0])
         seconds = time.perf_counter() - t0

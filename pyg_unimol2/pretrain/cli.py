@@ -46,4 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='pyg_unimol2.pretrain',
                                      description=DESCRIPTION)
     add_arguments(parser)
+    parser.add_argument('--debug', action='store_true',
+                        help='show the traceback of a user error (a bad '
+                        'setting, a missing store ...) instead of one line')
     return parser

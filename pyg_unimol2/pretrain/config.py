@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 from ..config_file import read_config_file
+from ..errors import ConfigError
 from .objectives import ObjectiveConfig
 
 __all__ = ['PretrainConfig', 'load_config_file', 'add_arguments',
@@ -76,6 +77,9 @@ class PretrainConfig:
         num_workers (int): DataLoader worker processes per rank.
         threads (int, optional): PyTorch CPU threads per rank.
         progress (bool): progress bar on rank 0.
+        strict (bool): stop at the first molecule of the store that fails
+            verification (checksum mismatch, truncated shard) instead of
+            reporting and skipping it.
         objective (ObjectiveConfig): masking, noise and loss weights.
     """
     store: str = ''
@@ -107,16 +111,24 @@ class PretrainConfig:
     num_workers: int = 0
     threads: Optional[int] = None
     progress: bool = True
+    strict: bool = False
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def __post_init__(self):
         if isinstance(self.objective, dict):
             self.objective = ObjectiveConfig(**self.objective)
         if self.precision not in ('fp32', 'bf16', 'fp16'):
-            raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', "
-                             f"got {self.precision!r}")
+            raise ConfigError(f"precision must be 'fp32', 'bf16' or 'fp16', "
+                              f"got {self.precision!r}")
         if self.accumulation < 1 or self.max_steps < 1:
-            raise ValueError('accumulation and max_steps must be positive')
+            raise ConfigError('accumulation and max_steps must be positive')
+        if not 0.0 <= self.valid_fraction <= 1.0:
+            raise ConfigError(f'valid_fraction must be in [0, 1], got '
+                              f'{self.valid_fraction}')
+        from ..models.unimol2 import PRESETS
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset '{self.preset}' (use one of "
+                              f"{', '.join(PRESETS)})")
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -135,8 +147,10 @@ def load_config_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     flat.update(flat.pop('objective', None) or {})
     unknown = set(flat) - _TOP - _OBJECTIVE
     if unknown:
-        raise ValueError(f'unknown config keys in {path}: '
-                         f'{", ".join(sorted(unknown))}')
+        raise ConfigError(f'config {path}: unknown keys '
+                          f'{", ".join(sorted(unknown))} (known: '
+                          f'{", ".join(sorted(_TOP | _OBJECTIVE))}; the '
+                          f'objective ones also under [objective])')
     return flat
 
 
@@ -171,5 +185,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     objective = {k: values.pop(k) for k in list(values) if k in _OBJECTIVE}
     config = PretrainConfig(**values, objective=ObjectiveConfig(**objective))
     if not config.store:
-        raise ValueError('no store given (--store or "store" in --config)')
+        raise ConfigError('no store given: pass --store DIR (a store built '
+                          'by unimol2 build-hdf5) or set "store" in '
+                          '--config')
     return config

@@ -47,6 +47,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ..data.dense import DenseBatch
+from ..errors import ConfigError
 from ..data.encoding import (DROPPED_ATOM_FEAT, DROPPED_DEGREE,
                              DROPPED_PAIR_FEAT, DROPPED_PAIR_TYPE,
                              DROPPED_SPD)
@@ -93,13 +94,13 @@ class ObjectiveConfig:
 
     def __post_init__(self):
         if self.noise_type not in NOISE_TYPES:
-            raise ValueError(f'noise_type must be one of {NOISE_TYPES}, got '
-                             f'{self.noise_type!r}')
+            raise ConfigError(f'noise_type must be one of {NOISE_TYPES}, '
+                              f'got {self.noise_type!r}')
         for f in fields(self):
             if f.name.endswith(('prob', 'fraction')) and \
                     not 0.0 <= getattr(self, f.name) <= 1.0:
-                raise ValueError(f'{f.name} must be in [0, 1], got '
-                                 f'{getattr(self, f.name)}')
+                raise ConfigError(f'{f.name} must be in [0, 1], got '
+                                  f'{getattr(self, f.name)}')
 
     @classmethod
     def official(cls, **overrides) -> 'ObjectiveConfig':

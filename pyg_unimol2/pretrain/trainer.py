@@ -46,13 +46,14 @@ from torch_geometric.data import Batch, Data
 from tqdm import tqdm
 
 from ..data.dense import DenseBatch, to_dense
+from ..data.store import StoreError
 from ..data.samplers import DynamicBatchSampler, ScaffoldTemperatureSampler
 from ..datasets.hdf5 import HDF5MoleculeDataset
 from ..models.unimol2 import UniMol2
 from ..train.loop import (autocast, lr_lambda, optimizer_step, seed_of,
                           truncate_metrics)
-from ..checkpoints import (CheckpointWriter, latest_checkpoint,
-                           pretrain_state)
+from ..checkpoints import (CheckpointWriter, pretrain_state, read_checkpoint,
+                           resume_checkpoint)
 from .config import PretrainConfig
 from .objectives import ObjectiveConfig, PretrainBatch, corrupt, pretrain_loss
 
@@ -88,12 +89,16 @@ class Collate:
     r"""DataLoader ``collate_fn``: molecules to a padded
     :class:`~pyg_unimol2.data.dense.DenseBatch` plus, if :obj:`with_2d`,
     their 2D coordinates ``[B, L, 3]`` (:func:`coords_2d`), else
-    :obj:`None`."""
+    :obj:`None`. Molecules that the store skipped as damaged (:obj:`None`)
+    are dropped; a batch left empty collates to :obj:`None`."""
     def __init__(self, with_2d: bool = False) -> None:
         self.with_2d = with_2d
 
-    def __call__(self, items: List[Data]
-                 ) -> Tuple[DenseBatch, Optional[Tensor]]:
+    def __call__(self, items: List[Optional[Data]]
+                 ) -> Optional[Tuple[DenseBatch, Optional[Tensor]]]:
+        items = [data for data in items if data is not None]
+        if not items:
+            return None
         dense = to_dense(Batch.from_data_list(items))
         if not self.with_2d:
             return dense, None
@@ -172,7 +177,10 @@ def validate(model: UniMol2, loader: DataLoader, objective: ObjectiveConfig,
     device = next(model.parameters()).device
     rank = dist.get_rank() if _is_dist() else 0
     sums = torch.zeros(len(TRAIN_METRICS) + 1, dtype=torch.float64)
-    for i, (dense, pos_2d) in enumerate(loader):
+    for i, item in enumerate(loader):
+        if item is None:  # every molecule of the batch was damaged
+            continue
+        dense, pos_2d = item
         gen = torch.Generator().manual_seed(seed_of(seed, 3, rank, i))
         batch = corrupt(dense, objective, gen, pos_2d).to(device)
         with autocast(device, precision):
@@ -198,14 +206,23 @@ def _micro_batches(sampler: DynamicBatchSampler,
                    epoch: int, start: int
                    ) -> Iterator[Tuple[int, int, Tuple]]:
     """Endless ``(epoch, next position, item)`` from position ``start`` of
-    :obj:`epoch` on."""
+    :obj:`epoch` on; batches whose molecules were all skipped as damaged are
+    passed over (a whole epoch of them is an error)."""
     while True:
         sampler.set_epoch(epoch)
         batches = list(sampler)
         if not batches:
             raise ValueError('the sampler gives this rank no batches')
+        readable = False
         for i, item in enumerate(make_loader(batches[start:]), start + 1):
-            yield epoch, i, item
+            if item is not None:
+                readable = True
+                yield epoch, i, item
+        if not readable and start == 0:
+            raise StoreError(f'epoch {epoch}: no molecule of this rank\'s '
+                             f'{len(batches)} batches could be read '
+                             f'(every one failed verification); rebuild the '
+                             f'store with unimol2 build-hdf5')
         epoch, start = epoch + 1, 0
 
 
@@ -238,10 +255,13 @@ def _data(config: PretrainConfig, rank: int, world: int
     limits = dict(max_tokens=config.max_tokens or None,
                   max_pairs=config.max_pairs or None,
                   max_batch_size=config.max_batch_size or None)
+    on_corrupt = 'raise' if config.strict else 'skip'
     train_set = HDF5MoleculeDataset(config.store, 'train',
-                                    config.valid_fraction)
+                                    config.valid_fraction,
+                                    on_corrupt=on_corrupt)
     valid_set = HDF5MoleculeDataset(config.store, 'valid',
-                                    config.valid_fraction)
+                                    config.valid_fraction,
+                                    on_corrupt=on_corrupt)
     inner = None
     if config.scaffold_tau:
         inner = ScaffoldTemperatureSampler(
@@ -307,11 +327,12 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
                                   enabled=config.precision == 'fp16')
 
     step, epoch, position, skipped = 0, 0, 0, 0
-    found = [latest_checkpoint(out / 'checkpoints') if rank == 0 else None]
+    resumed = resume_checkpoint(out / 'checkpoints') if rank == 0 else None
+    found = [resumed and resumed[0]]
     if world > 1:
         dist.broadcast_object_list(found, src=0)
     if found[0] is not None:
-        state = torch.load(found[0], map_location='cpu', weights_only=False)
+        state = resumed[1] if rank == 0 else read_checkpoint(found[0])
         if state['world_size'] != world:
             raise ValueError(f'{found[0]} was written by {state["world_size"]}'
                              f' ranks; resume with the same number')

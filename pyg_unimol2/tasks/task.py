@@ -248,6 +248,10 @@ def _class_key(value: str):
         return (1, 0.0, value)
 
 
+#: Largest magnitude of a regression label: labels are stored as float32.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def encode_label(task: Task, value: Optional[str]) -> float:
     """One cell of a task's column as a float label: the number
     (regression), the class index (classification), or ``NaN`` for an
@@ -255,7 +259,8 @@ def encode_label(task: Task, value: Optional[str]) -> float:
 
     Raises:
         TaskError: the value is not a number, not one of the task's
-            classes, or (regression) not finite.
+            classes, or (regression) not finite or too large for the
+            float32 labels (:data:`FLOAT32_MAX`).
     """
     if value is None:
         return math.nan
@@ -269,6 +274,9 @@ def encode_label(task: Task, value: Optional[str]) -> float:
             raise TaskError(f"'{value}' is not a number") from None
         if not math.isfinite(number):
             raise TaskError(f"'{value}' is not a finite number")
+        if abs(number) > FLOAT32_MAX:  # Labels are stored as float32.
+            raise TaskError(f"'{value}' is out of the float32 range "
+                            f"(|value| <= {FLOAT32_MAX:.4g})")
         return number
     classes = task.classes or []
     if value in classes:

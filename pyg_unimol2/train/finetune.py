@@ -27,10 +27,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..checkpoints import (keep_matching_heads, load_backbone,
+from ..checkpoints import (CheckpointError, keep_matching_heads,
+                           load_backbone,
                            load_task_model, read_checkpoint, save_task_model,
                            task_model_state)
 from ..data.splits import Split
+from ..errors import ConfigError, InputError
 from ..models.multitask import TaskModel, UniMol2MultiTask
 from ..models.unimol2 import UniMol2
 from ..tasks import Task, TaskError, label_slices
@@ -185,9 +187,13 @@ def build_model(data: Sequence[TaskData], config: FinetuneConfig
     pretrained = read_checkpoint(config.pretrained) \
         if config.pretrained and config.model == 'unimol2' else None
     if config.model == 'unimol2':
-        backbone = load_backbone(pretrained, **config.model_overrides) \
-            if pretrained else UniMol2.from_preset(
-                config.preset, lm_head=False, **config.model_overrides)
+        try:
+            backbone = load_backbone(pretrained, **config.model_overrides) \
+                if pretrained else UniMol2.from_preset(
+                    config.preset, lm_head=False, **config.model_overrides)
+        except CheckpointError as e:
+            raise CheckpointError(f'--pretrained {config.pretrained}: '
+                                  f'{e.args[0]}') from None
         model = UniMol2MultiTask(backbone, groups, config.pooler_dropout)
     else:
         from ..bench.baselines import BaselineMultiTask
@@ -208,13 +214,14 @@ def build_model(data: Sequence[TaskData], config: FinetuneConfig
 def _check(data: Sequence[TaskData]) -> None:
     names = [d.name for d in data]
     if not data or len(set(names)) != len(names):
-        raise ValueError(f'give one or more datasets with distinct names, '
-                         f'got {names}')
+        raise ConfigError(f'give one or more datasets with distinct names, '
+                          f'got {names}')
     for d in data:
         for part in ('train', 'test'):
             if len(d.split[part]) == 0:
-                raise ValueError(f"dataset '{d.name}': the {part} split is "
-                                 f"empty")
+                raise InputError(f"dataset '{d.name}': the {part} split is "
+                                 f"empty (too few molecules for the split: "
+                                 f"add molecules or choose another --split)")
 
 
 def finetune(data: Union[TaskData, Sequence[TaskData]],

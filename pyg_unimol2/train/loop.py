@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ..checkpoints import CheckpointWriter, latest_checkpoint, read_checkpoint
+from ..checkpoints import CheckpointWriter, resume_checkpoint
 from .ema import ExponentialMovingAverage
 
 __all__ = ['lr_lambda', 'seed_of', 'autocast', 'optimizer_step', 'LoopConfig',
@@ -258,9 +258,9 @@ def fit(model: torch.nn.Module, source: BatchSource, loss_fn: LossFn,
     loop = dict(step=0, epoch=1, position=0, best=math.inf, best_epoch=0,
                 elapsed=0.0, skipped=0, history=[])
 
-    found = latest_checkpoint(out / 'checkpoints')
+    found = resume_checkpoint(out / 'checkpoints')
     if found is not None:
-        saved = read_checkpoint(found)
+        saved = found[1]
         before = {k: v for k, v in saved['train_state']['config'].items()
                   if k != 'progress'}
         now = {k: v for k, v in vars(config).items() if k != 'progress'}

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from ..data.errors import FeaturizationError
 from ..data.featurize import (Failure, FeaturizeResult, featurize_smiles,
                               from_mol, write_failures)
+from ..errors import InputError, MissingFileError
 from ..models.multitask import TaskModel
 
 __all__ = ['read_smiles', 'read_molecules', 'predict_molecules',
@@ -29,14 +30,15 @@ def read_smiles(path: Union[str, Path],
     column).
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: the SMILES column is not in the table (naming the
+        MissingFileError: no such file (a ``FileNotFoundError``).
+        TaskError: the SMILES column is not in the table (naming the
             columns it has).
     """
     from ..datasets.tabular import read_table, resolve_column
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f'input file {path} not found')
+        raise MissingFileError(f'SMILES file {path}: no such file (check '
+                               f'the path given to --smiles)')
     name = path.name.lower()
     if name.endswith(('.csv', '.tsv', '.csv.gz', '.tsv.gz')):
         header, rows, _ = read_table(str(path))
@@ -47,8 +49,13 @@ def read_smiles(path: Union[str, Path],
             col = header.index(resolve_column(smiles_col, header, str(path)))
         return [row[col].strip() for row in rows]
     opener = gzip.open if name.endswith('.gz') else open
-    with opener(path, 'rt') as f:
-        return [line.split()[0] for line in f if line.strip()]
+    try:
+        with opener(path, 'rt') as f:
+            return [line.split()[0] for line in f if line.strip()]
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise InputError(f'SMILES file {path} cannot be read as text ({e}); '
+                         f'give a .smi/.txt file with one SMILES per line '
+                         f'or a .csv/.tsv table') from None
 
 
 def _read_sdf(path: Path, max_atoms: int) -> Tuple[List[str], FeaturizeResult]:
@@ -88,7 +95,8 @@ def read_molecules(path: Union[str, Path], smiles_col: Optional[str] = None,
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f'input file {path} not found')
+        raise MissingFileError(f'SMILES file {path}: no such file (check '
+                               f'the path given to --smiles)')
     if path.name.lower().endswith(SDF_ENDINGS):
         return _read_sdf(path, max_atoms)
     smiles = read_smiles(path, smiles_col)

@@ -182,20 +182,21 @@ def test_kfold_runs_every_fold_and_summarizes(tmp_path, capsys):
 
 
 def test_config_and_target_mistakes_are_named(tmp_path):
+    # --debug: the user errors are raised (without it: one line, exit 2).
     config = tmp_path / 'bad.toml'
     config.write_text('[train]\npreset = "tiny"\nlearning_rate = 1\n\n'
                       '[[datasets]]\nname = "x"\npath = "x.csv"\n'
                       'targets = "y"\n')
     with pytest.raises(ValueError, match="unknown \\[train\\] keys "
                        "\\['learning_rate'\\]"):
-        main(['finetune', '--config', str(config), '--root',
+        main(['--debug', 'finetune', '--config', str(config), '--root',
               str(tmp_path)])
     config.write_text('[[datasets]]\nname = "x"\npath = "x.csv"\n'
                       'smile_col = "s"\n')
     with pytest.raises(ValueError, match="unknown keys \\['smile_col'\\]"):
-        main(['finetune', '--config', str(config)])
+        main(['--debug', 'finetune', '--config', str(config)])
     with pytest.raises(ValueError, match="unknown kind 'regresion'"):
-        main(['finetune', '--data', str(B3DB), '--targets',
+        main(['--debug', 'finetune', '--data', str(B3DB), '--targets',
               'logBB:regresion'])
 
 
