@@ -282,7 +282,9 @@ def from_smiles(smiles: str, *, seed: int = 0, remove_hs: bool = True,
         remove_hs (bool, optional): see :func:`from_mol`.
             (default: :obj:`True`)
         max_atoms (int, optional): largest number of atoms accepted, checked
-            before embedding. (default: :obj:`256`)
+            before embedding (and, as far as the unsanitized parse tells,
+            before sanitization, slow on huge strings).
+            (default: :obj:`256`)
         optimize (bool, optional): run the MMFF94 optimization.
             (default: :obj:`True`)
 

@@ -575,11 +575,15 @@ def build_store(inputs: Union[PathLike, Sequence[PathLike]],
     if build_path.exists():
         previous = json.loads(build_path.read_text())
         if previous != build:
+            stored = previous.get('settings', {})
+            changed = [f'{k} {stored.get(k)!r} -> {v!r}'
+                       for k, v in settings.items() if stored.get(k) != v]
+            if previous.get('inputs') != build['inputs']:
+                changed.append('the input files (paths or sizes)')
             raise StoreError(
                 f'{out} holds a store built with other inputs or settings '
-                f'({build_path}); use a new directory or delete it.\n'
-                f'  stored:    {json.dumps(previous)}\n'
-                f'  requested: {json.dumps(build)}')
+                f'({", ".join(changed) or build_path}); use a new directory '
+                f'or delete it')
     else:
         _write_json(build_path, build)
 

@@ -158,10 +158,12 @@ def test_rerun_does_no_work(store, inputs, capsys):
 
 def test_other_settings_refused(store, inputs):
     out, _ = store
-    with pytest.raises(StoreError, match='other inputs or settings'):
+    with pytest.raises(StoreError, match=r'other inputs or settings '
+                       r'\(seed 0 -> 1\)') as error:
         build_store(inputs, out, shard_size=SHARD_SIZE, seed=1,
                     progress=False)
-    with pytest.raises(StoreError):
+    assert '\n' not in str(error.value)
+    with pytest.raises(StoreError, match=r'\(the input files'):
         build_store(inputs[:1], out, shard_size=SHARD_SIZE, progress=False)
 
 
