@@ -2,8 +2,9 @@
 from .config import PretrainConfig, load_config_file
 from .objectives import (ObjectiveConfig, PretrainBatch, corrupt,
                          kabsch_align, pretrain_loss)
-from .trainer import pretrain, train_step, validate
+from .denoising import DenoisingRecipe, train_step, validate
+from .trainer import pretrain
 
 __all__ = ['ObjectiveConfig', 'PretrainBatch', 'corrupt', 'kabsch_align',
            'pretrain_loss', 'PretrainConfig', 'load_config_file',
-           'pretrain', 'train_step', 'validate']
+           'pretrain', 'train_step', 'validate', 'DenoisingRecipe']

@@ -13,7 +13,7 @@ from pyg_unimol2.models import UniMol2
 from pyg_unimol2.models.unimol2 import MASK_IDX, UniMol2Output
 from pyg_unimol2.pretrain import (ObjectiveConfig, corrupt, kabsch_align,
                                   pretrain_loss)
-from pyg_unimol2.pretrain.trainer import Collate, coords_2d
+from pyg_unimol2.pretrain.denoising import Collate, coords_2d
 
 
 @pytest.fixture(scope='module')
