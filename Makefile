@@ -1,5 +1,6 @@
 # Quickstart:  make run   (fine-tune a small Uni-Mol2 on a QM9 subset, HOMO-LUMO gap)
 #              make test  (the test suite)
+#              make xtb-data  (GFN2-xTB energy/force domains, datasets/xtb_domains.md)
 # Both create .venv and install pinned dependencies on first use. `make run`
 # skips the from-source build of torch_scatter, which only the tests and the
 # README's GNN example use. The quickstart trains with one PyTorch thread:
@@ -18,8 +19,12 @@ FULL := $(VENV)/.installed-full
 # both implementations in it.
 REF_VENV := .venv-ref
 REF := $(REF_VENV)/.installed
+# GFN2-xTB (tblite) for datasets/xtb_domains.py and its test, on top of the
+# core environment; not a dependency of the package.
+XTB := $(VENV)/.installed-xtb
+XTB_OUT ?= data/xtb_domains
 
-.PHONY: run test install reference throughput clean
+.PHONY: run test install reference throughput xtb-data clean
 
 install: $(FULL)
 
@@ -46,6 +51,15 @@ $(REF): requirements-reference.txt setup.cfg pyproject.toml
 
 reference: $(REF)
 
+$(XTB): $(CORE) requirements-xtb.txt
+	$(PIP) install --quiet -r requirements-xtb.txt
+	touch $(XTB)
+
+# The three GFN2-xTB domains (ANI-1x-, SPICE- and rMD17-like files) into
+# $(XTB_OUT): about 6 minutes on 2 cores. Sizes: see datasets/xtb_domains.md.
+xtb-data: $(XTB)
+	$(PY) datasets/xtb_domains.py --out $(XTB_OUT)
+
 # Ours vs the official implementation, alternating in one process (84M on
 # MOSES batch 16, small on QM9 batch 64): table + benchmarks/results/.
 throughput: $(REF)
@@ -56,7 +70,7 @@ run: $(CORE)
 	$(VENV)/bin/unimol2 finetune --dataset qm9 --targets gap --subset 20000 \
 		--preset tiny --epochs 6 --lr 5e-4 --max-minutes 9 --threads 1 --out runs/quickstart
 
-test: $(FULL) $(REF)
+test: $(FULL) $(REF) $(XTB)
 	UNIMOL2_REFERENCE_PYTHON=$(abspath $(REF_VENV))/bin/python $(PY) -m pytest -n 2 -q tests
 
 clean:

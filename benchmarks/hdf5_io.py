@@ -32,7 +32,7 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from pyg_unimol2.data.dense import to_dense
-from pyg_unimol2.data.store import _crc32
+from pyg_unimol2.data.store.format import crc32
 from pyg_unimol2.datasets.hdf5 import HDF5MoleculeDataset
 
 HERE = Path(__file__).resolve().parent
@@ -166,7 +166,7 @@ def main() -> None:
     raws = [reader.read_raw(i) for i in order[:20000]]
     start = time.perf_counter()
     for raw in raws:
-        _crc32(raw['graph'], raw['pos'], raw['spd'], raw['smiles'].encode(),
+        crc32(raw['graph'], raw['pos'], raw['spd'], raw['smiles'].encode(),
                raw['name'].encode())
     crc_us = (time.perf_counter() - start) / len(raws) * 1e6
     del raws

@@ -1,11 +1,13 @@
 """The ``unimol2`` command line: ``finetune``, ``predict``, ``embed``,
-``build-hdf5`` and ``pretrain``."""
+``build-hdf5`` (from SMILES or, with ``--format``, from structures with
+energies and forces) and ``pretrain``."""
 import argparse
 import json
 import sys
 from pathlib import Path
 from typing import List, Optional
 
+from .data.formats import READERS as STRUCTURE_FORMATS
 from .data.splits import load_split, save_split
 from .errors import ConfigError, run_cli
 from .models.unimol2 import PRESETS
@@ -182,14 +184,28 @@ def _embed(args: argparse.Namespace) -> None:
 
 
 def _build_hdf5(args: argparse.Namespace) -> None:
-    from .data.store import build_store
+    from .data.store import build_geometry_store, build_store
 
-    build_store(args.inputs, args.out_dir, workers=args.workers,
-                shard_size=args.shard_size, seed=args.seed, limit=args.limit,
-                max_atoms=args.max_atoms, optimize=not args.no_optimize,
-                chunksize=args.chunksize,
-                time_limit=args.time_limit or None,
-                progress=not args.no_progress)
+    common = dict(workers=args.workers, shard_size=args.shard_size,
+                  chunksize=args.chunksize, time_limit=args.time_limit or None,
+                  progress=not args.no_progress)
+    options = {k: v for k, v in (('level', args.level),
+                                 ('split', args.split)) if v is not None}
+    if args.format is None:
+        if options or args.perceive_bonds:
+            raise ConfigError('--level, --split and --perceive-bonds apply to '
+                              'structure files: give --format too')
+        build_store(args.inputs, args.out_dir, seed=args.seed,
+                    limit=args.limit, max_atoms=args.max_atoms,
+                    optimize=not args.no_optimize, **common)
+        return
+    if args.seed or args.limit is not None or args.no_optimize:
+        raise ConfigError('--seed, --limit and --no-optimize apply to SMILES '
+                          'files, not to --format structures')
+    build_geometry_store(args.inputs, args.out_dir,
+                         format=None if args.format == 'auto' else args.format,
+                         options=options, perceive_bonds=args.perceive_bonds,
+                         max_atoms=args.max_atoms, **common)
 
 
 def _add_inference_arguments(parser: argparse.ArgumentParser,
@@ -343,16 +359,32 @@ def build_parser() -> argparse.ArgumentParser:
     add_pretrain_parser(sub)
 
     bh = sub.add_parser(
-        'build-hdf5', help='featurize SMILES files into a sharded HDF5 store',
+        'build-hdf5', help='featurize SMILES files, or structures with '
+        'energies and forces (--format), into a sharded HDF5 store',
         description='Embeds one conformer per molecule (ETKDGv3 + MMFF94) '
         'in parallel and writes a sharded HDF5 store with a manifest and a '
-        'failure report. Rerunning resumes an interrupted build; a '
-        'complete store is left untouched.')
+        'failure report; with --format, stores the given structures with '
+        'their energies, forces and charges instead. Rerunning resumes an '
+        'interrupted build; a complete store is left untouched.')
     bh.add_argument('inputs', nargs='+', metavar='INPUT',
-                    help='.smi, .csv or .tsv files, optionally gzipped')
+                    help='.smi, .csv or .tsv files, optionally gzipped; with '
+                    '--format, structure files')
     bh.add_argument('out_dir', metavar='OUT_DIR', help='store directory')
+    bh.add_argument('--format', default=None,
+                    choices=['auto', *STRUCTURE_FORMATS],
+                    help='the inputs are structures of this dataset format '
+                    '(auto: from the file names)')
+    bh.add_argument('--level', default=None,
+                    help='ANI-1x level of theory (default: wb97x_dz)')
+    bh.add_argument('--split', default=None,
+                    help='Transition-1x group: data (default), train, val '
+                    'or test')
+    bh.add_argument('--perceive-bonds', action='store_true',
+                    help='structures: perceive bonds instead of dropping the '
+                    'graph features')
     bh.add_argument('--workers', type=int, default=None,
-                    help='featurization processes (default: all cores)')
+                    help='featurization processes (default: all cores; 1 '
+                    'for structures without --perceive-bonds)')
     bh.add_argument('--shard-size', type=int, default=10000,
                     help='input records per shard (default: 10000)')
     bh.add_argument('--seed', type=int, default=0,
@@ -360,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     bh.add_argument('--limit', type=int, default=None,
                     help='use only the first LIMIT input records')
     bh.add_argument('--max-atoms', type=int, default=256,
-                    help='skip molecules with more heavy atoms (max 256)')
+                    help='skip molecules with more heavy atoms, or '
+                    'structures with more atoms (max 256)')
     bh.add_argument('--no-optimize', action='store_true',
                     help='skip the MMFF94 optimization')
     bh.add_argument('--chunksize', type=int, default=8,

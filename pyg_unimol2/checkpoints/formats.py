@@ -44,7 +44,7 @@ from ..models.official import load_official
 from ..models.unimol2 import UniMol2
 from ..tasks import Task
 
-__all__ = ['read_checkpoint', 'resume_checkpoint', 'checkpoint_format', 'load_backbone',
+__all__ = ['read_checkpoint', 'resume_checkpoint', 'load_energy_force_model', 'checkpoint_format', 'load_backbone',
            'load_task_model', 'task_model_state', 'save_task_model',
            'pretrain_state', 'init_from_checkpoint', 'keep_matching_heads',
            'CheckpointError',
@@ -172,6 +172,30 @@ def load_backbone(source: Source, *, heads: bool = False,
                 f'{e.args[0]}); give a .pt written by unimol2 finetune or '
                 f'pretrain, or an official Uni-Mol2 checkpoint') from None
     return model if heads else _bare(model)
+
+
+def load_energy_force_model(source: Source):
+    r"""The :class:`~pyg_unimol2.models.EnergyForceModel` of a joint
+    energy/force pretraining checkpoint (a ``'pretrain'`` checkpoint with an
+    ``energy_force`` entry): backbone, heads, force modes and statistics,
+    with the averaged weights if the run kept an average (``ema_decay``).
+
+    Raises:
+        CheckpointError: the checkpoint has no energy/force heads.
+    """
+    from ..models.energy_force import EnergyForceModel
+
+    checkpoint = read_checkpoint(source)
+    heads = checkpoint.get('energy_force')
+    if checkpoint_format(checkpoint) != 'pretrain' or heads is None:
+        raise CheckpointError(f'{_name(source)} holds no energy/force heads '
+                              f'(give a checkpoint of a pretraining run '
+                              f'with domains)')
+    model = EnergyForceModel(load_backbone(checkpoint), heads['force_modes'])
+    model.heads.load_state_dict(heads['heads'])
+    if checkpoint.get('ema'):
+        model.load_state_dict(checkpoint['ema'], strict=False)
+    return model
 
 
 def _groups(checkpoint: Dict[str, Any]) -> Dict[str, List[Task]]:

@@ -32,7 +32,10 @@ class HDF5MoleculeDataset(Dataset):
     attributes of :mod:`pyg_unimol2.data.dense` (so the stock
     :class:`~torch_geometric.loader.DataLoader`,
     :func:`~pyg_unimol2.data.dense.to_dense` and the model work unchanged),
-    plus ``smiles`` and ``name``. Each access is a few contiguous slices of
+    plus ``smiles`` and ``name``, and ``energy`` ``[1]`` (eV), ``forces``
+    ``[n, 3]`` (eV/Angstrom) and ``charge`` ``[1]`` in a store built from
+    structures (:func:`~pyg_unimol2.data.store.build_geometry_store`; its
+    ``reader.labels``). Each access is a few contiguous slices of
     one memory-mapped shard (no per-molecule HDF5 call or system call, see
     :class:`~pyg_unimol2.data.store.StoreReader`); shards are mapped lazily
     in every process that reads, so the dataset can be used with
@@ -42,8 +45,10 @@ class HDF5MoleculeDataset(Dataset):
     reads: at most :obj:`max_open_files` shards are mapped per process.
 
     **Validation split, held out by molecule.** A molecule goes to the
-    validation split when a seeded 64-bit hash of its canonical SMILES falls
-    below :obj:`valid_fraction` of the hash range, so every copy of the same
+    validation split when a seeded 64-bit hash of its canonical SMILES (of
+    its group, for structures: see
+    :func:`~pyg_unimol2.data.store.build_geometry_store`) falls below
+    :obj:`valid_fraction` of the hash range, so every copy of the same
     molecule (in any input file, under any input spelling) lands in the
     same split, the split does not depend on the order or number of shards,
     and adding molecules to a store never moves existing ones between

@@ -1,3 +1,4 @@
+from .energy_force import FORCE_MODES, EnergyForceHeads, EnergyForceModel
 from .multitask import (TaskHead, TaskModel, UniMol2MultiTask,
                         build_multitask)
 from .official import (UNIMOL_TOOLS_HEAD, OfficialLoadReport, load_official,
@@ -11,5 +12,5 @@ __all__ = [
     'MASK_IDX', 'load_official', 'official_config', 'read_official_state_dict',
     'save_official', 'to_official_state_dict', 'OfficialLoadReport',
     'UNIMOL_TOOLS_HEAD', 'TaskModel', 'TaskHead', 'UniMol2MultiTask',
-    'build_multitask'
+    'build_multitask', 'EnergyForceModel', 'EnergyForceHeads', 'FORCE_MODES'
 ]

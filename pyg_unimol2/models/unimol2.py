@@ -27,6 +27,7 @@ from ..data.dense import DenseBatch, to_dense
 from ..nn import (AtomEmbedding, ClassificationHead, MaskedLMHead,
                   PairEmbedding, PositionHead, SE3InvariantKernel,
                   UniMol2Encoder, bert_init_)
+from ..nn._utils import safe_norm
 
 PADDING_IDX = 0
 MASK_IDX = 127
@@ -184,7 +185,12 @@ class UniMol2(nn.Module):
     The CLS / virtual node sits at token index 0. All outputs are invariant
     to rotations and translations of the input coordinates except
     :obj:`pos_pred`, which is equivariant, and they are independent of the
-    padding (see :attr:`UniMol2Config.padded_norm`).
+    padding (see :attr:`UniMol2Config.padded_norm`). The representations
+    are differentiable w.r.t. :obj:`batch.pos` through the distances
+    :math:`\lVert\mathbf{r}_j - \mathbf{r}_i\rVert` of the Gaussian
+    kernel (energies and conservative forces, see
+    :class:`~pyg_unimol2.models.EnergyForceModel`); the position head gets
+    the offsets detached, as in the official denoising objective.
 
     Initialisation (:meth:`reset_parameters`) follows the official
     from-scratch pretraining: ``init_bert_params`` everywhere
@@ -319,8 +325,12 @@ class UniMol2(nn.Module):
                               self.embed_tokens(batch.token))
 
         pos = batch.pos
-        delta = (pos.unsqueeze(1) - pos.unsqueeze(2)).detach()  # r_j - r_i
-        dist = delta.float().norm(dim=-1)
+        delta = pos.unsqueeze(1) - pos.unsqueeze(2)  # r_j - r_i
+        # Float32 distances (float64 in a float64 model), differentiable
+        # w.r.t. pos with zero (not NaN) gradients at i = j and padding.
+        dtype = torch.promote_types(self.embed_tokens.weight.dtype,
+                                    torch.float32)
+        dist = safe_norm(delta.to(dtype))
         pair = self.edge_feature(
             batch.spd, batch.pair_feat,
             self.se3_invariant_kernel(dist, batch.pair_type))
@@ -333,7 +343,9 @@ class UniMol2(nn.Module):
         atoms = x[:, 1:]
         pos_pred = None
         if compute_pos:
-            disp = self.movement_pred_head(atoms, pair, delta, atom_mask)
+            # Denoising sees fixed (detached) offsets, as the official head.
+            disp = self.movement_pred_head(atoms, pair, delta.detach(),
+                                           atom_mask)
             pos_pred = pos + disp.to(pos.dtype)
         logits = None
         if masked_tokens is not None:

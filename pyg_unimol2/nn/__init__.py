@@ -10,6 +10,7 @@ from .block import UniMol2Block, drop_path
 from .encoder import UniMol2Encoder
 from .heads import (ClassificationHead, LinearHead, MaskedLMHead,
                     PositionHead, PropertyHead)
+from .energy_force import DirectForceHead, EnergyHead, conservative_forces
 
 __all__ = [
     'AtomEmbedding',
@@ -28,6 +29,9 @@ __all__ = [
     'ClassificationHead',
     'PropertyHead',
     'LinearHead',
+    'EnergyHead',
+    'DirectForceHead',
+    'conservative_forces',
     'drop_path',
     'bert_init_',
     'bert_init_all_',

@@ -62,3 +62,15 @@ def unpack_pairs(rows: Tensor, index: Tensor, batch_size: int,
     out = rows.new_zeros(batch_size * num_nodes * num_nodes, rows.size(-1))
     return out.index_add(0, index, rows).view(batch_size, num_nodes,
                                               num_nodes, -1)
+
+
+def safe_norm(v: Tensor, dim: int = -1) -> Tensor:
+    r"""Euclidean norm of :obj:`v` along :obj:`dim` that is differentiable
+    everywhere: exactly-zero vectors (the diagonal :math:`i = i` of the
+    pairwise differences, padding pairs, coincident atoms) get norm ``0``
+    and zero gradient instead of the ``NaN`` gradient of
+    :math:`\sqrt{0}`. They are masked *before* the square root, so every
+    other value equals :meth:`torch.Tensor.norm` bit for bit."""
+    zero = (v == 0).all(dim=dim, keepdim=True)
+    norm = v.masked_fill(zero, 1.0).norm(dim=dim, keepdim=True)
+    return norm.masked_fill(zero, 0.0).squeeze(dim)

@@ -91,6 +91,15 @@ class PositionHead(nn.Module):
         Returns:
             Tensor: displacements ``[B, L, 3]``.
         """
+        m = self.pair_weights(x, pair, mask)
+        return (m.unsqueeze(-1) * delta.to(m.dtype)).sum(dim=2)
+
+    def pair_weights(self, x: Tensor, pair: Tensor,
+                     mask: Optional[Tensor] = None) -> Tensor:
+        r"""The scalar weights :math:`m_{ij} = \sum_h \mathbf{A}^h_{ij}\,
+        \mathbf{w}_h^{\top}\mathbf{W}^h_V\mathbf{y}_j` of the offsets
+        ``[B, L, L]`` (zero for padded :math:`j`); arguments as in
+        :meth:`forward`."""
         B, L, _ = x.shape
         H, d = self.num_heads, self.head_dim
         y = self.layer_norm(x)
@@ -112,8 +121,7 @@ class PositionHead(nn.Module):
         # batched GEMMs are slow)
         w = self.force_proj1.weight.view(1, H, 1, d)
         s = (v * w).sum(dim=-1)
-        m = (attn * s.unsqueeze(2)).sum(dim=1)
-        return (m.unsqueeze(-1) * delta.to(m.dtype)).sum(dim=2)
+        return (attn * s.unsqueeze(2)).sum(dim=1)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.embed_dim}, '

@@ -29,8 +29,11 @@ class GaussianKernel(nn.Module):
     :math:`\sigma = \mathrm{std\_width}\cdot(\mu_2 - \mu_1)`. As in the
     official code, the absolute value is taken *before* summing the two type
     channels, :math:`\pi` is truncated to 3.14159, and the expansion is
-    computed in float32. The scale/shift tables are ``mul``/``bias``
-    (padding row 0).
+    computed in float32 (also for half-precision inputs). Float64 distances
+    are expanded in float64 (the official code would round them to
+    float32), so that a float64 model is differentiable to float64
+    precision w.r.t. the coordinates (energies and conservative forces).
+    The scale/shift tables are ``mul``/``bias`` (padding row 0).
 
     Args:
         num_kernels (int, optional): number of Gaussians :math:`K`.
@@ -44,7 +47,8 @@ class GaussianKernel(nn.Module):
 
     Shapes:
         - **input:** distances :math:`(*)`, pair-type codes :math:`(*, 2)`
-        - **output:** :math:`(*, K)`, float32
+        - **output:** :math:`(*, K)`, float32 (float64 for float64
+          distances)
     """
     def __init__(self, num_kernels: int = 128, num_pair_types: int = 512,
                  start: float = 0.0, stop: float = 9.0,
@@ -79,12 +83,13 @@ class GaussianKernel(nn.Module):
             pair_type (LongTensor): pair-type codes ``[*, 2]``.
 
         Returns:
-            Tensor: float32 ``[*, K]``.
+            Tensor: ``[*, K]``, float32 or (for float64 distances) float64.
         """
-        mul = self.mul(pair_type).abs().sum(dim=-2).float()
-        bias = self.bias(pair_type).sum(dim=-2).float()
-        y = mul * dist.float().unsqueeze(-1) + bias
-        z = (y - self.mean.float()) / self.std
+        dtype = torch.promote_types(dist.dtype, torch.float32)
+        mul = self.mul(pair_type).abs().sum(dim=-2).to(dtype)
+        bias = self.bias(pair_type).sum(dim=-2).to(dtype)
+        y = mul * dist.to(dtype).unsqueeze(-1) + bias
+        z = (y - self.mean.to(dtype)) / self.std
         return torch.exp(-0.5 * z * z) / (math.sqrt(2 * PI) * self.std)
 
     def __repr__(self) -> str:

@@ -23,7 +23,7 @@ import os
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from ..config_file import read_config_file
 from ..errors import ConfigError
@@ -81,6 +81,30 @@ class PretrainConfig:
             verification (checksum mismatch, truncated shard) instead of
             reporting and skipping it.
         objective (ObjectiveConfig): masking, noise and loss weights.
+        domains (list of dict): energy/force datasets for joint
+            multi-domain pretraining (JMP), one table each (the fields of
+            :class:`~pyg_unimol2.pretrain.energy_force.Domain`: ``name``,
+            ``store``, ``force``, ``energy_weight``, ``force_weight``,
+            ``weight``, ``force_loss``); given (in a config file), they
+            replace the self-supervised objectives and :obj:`store`.
+        mix (str): how batches are drawn from the domains:
+            ``'temperature'``, ``'proportional'`` or ``'uniform'``.
+        temperature (float): :math:`T` of temperature sampling over
+            domains, :math:`p_d \propto n_d^{1/T}` (JMP: ``2``).
+        init_from (str, optional): a checkpoint (any format) whose backbone
+            the run starts from, e.g. to fine-tune a pretrained model on a
+            new domain.
+        keep_heads (dict): ``{domain: pretrained domain}``: start the heads
+            of a domain from those of a domain of :obj:`init_from`, weights
+            and statistics, so that its first predictions are the
+            pretrained model's; the other domains get fresh heads with
+            statistics fitted on their training split.
+        layer_decay (float): layer-wise learning-rate decay :math:`\gamma`
+            (:func:`~pyg_unimol2.train.optim.layerwise_lr_groups`; ``1``:
+            none).
+        ema_decay (float): decay of an exponential moving average of the
+            weights, used for validation and saved in checkpoints (``0``:
+            none).
     """
     store: str = ''
     out: str = 'runs/pretrain'
@@ -113,6 +137,13 @@ class PretrainConfig:
     progress: bool = True
     strict: bool = False
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    domains: List[Dict[str, Any]] = field(default_factory=list)
+    mix: str = 'temperature'
+    temperature: float = 2.0
+    init_from: Optional[str] = None
+    keep_heads: Dict[str, str] = field(default_factory=dict)
+    layer_decay: float = 1.0
+    ema_decay: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.objective, dict):
@@ -135,6 +166,8 @@ class PretrainConfig:
 
 
 _TOP = {f.name for f in fields(PretrainConfig)} - {'objective'}
+#: Settings of a config file only (tables, not flags).
+_FILE_ONLY = {'domains', 'keep_heads'}
 _OBJECTIVE = {f.name for f in fields(ObjectiveConfig)}
 
 
@@ -167,7 +200,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         'override it)')
     hints = {**typing.get_type_hints(ObjectiveConfig),
              **typing.get_type_hints(PretrainConfig)}
-    for name in sorted(_TOP | _OBJECTIVE):
+    for name in sorted((_TOP | _OBJECTIVE) - _FILE_ONLY):
         kind = _flag_type(hints[name])
         flag = '--' + name.replace('_', '-')
         if kind is bool:
@@ -184,8 +217,8 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
                    if k in _TOP | _OBJECTIVE and v is not None})
     objective = {k: values.pop(k) for k in list(values) if k in _OBJECTIVE}
     config = PretrainConfig(**values, objective=ObjectiveConfig(**objective))
-    if not config.store:
+    if not config.store and not config.domains:
         raise ConfigError('no store given: pass --store DIR (a store built '
-                          'by unimol2 build-hdf5) or set "store" in '
-                          '--config')
+                          'by unimol2 build-hdf5) or set "store" (or '
+                          'energy/force "domains") in --config')
     return config

@@ -26,7 +26,10 @@ restarted in the same directory continues the same loss trajectory.
 What is trained is a *recipe*: its model, batches, micro-batch
 preparation, optimizer step, validation and checkpoint state. The loop here
 is the same for every recipe: Uni-Mol2's self-supervised objectives
-(:class:`~pyg_unimol2.pretrain.denoising.DenoisingRecipe`, the default).
+(:class:`~pyg_unimol2.pretrain.denoising.DenoisingRecipe`, the default) or
+joint multi-domain pretraining on energies and forces
+(:class:`~pyg_unimol2.pretrain.energy_force.EnergyForceRecipe`, when the
+run names ``domains``).
 
 Rank 0 alone writes checkpoints (:class:`~pyg_unimol2.checkpoints.CheckpointWriter`),
 TensorBoard logs, ``metrics.jsonl`` (one line per step, one per validation)
@@ -34,6 +37,7 @@ and the progress bar.
 """
 import json
 import os
+from contextlib import nullcontext
 import threading
 import time
 import warnings
@@ -51,7 +55,9 @@ from ..checkpoints import (CheckpointWriter, read_checkpoint,
                            resume_checkpoint)
 from ..data.samplers import DynamicBatchSampler
 from ..data.store import StoreError
+from ..train.ema import ExponentialMovingAverage
 from ..train.loop import lr_lambda, seed_of, truncate_metrics
+from ..train.optim import layerwise_lr_groups
 from .config import PretrainConfig
 from .denoising import Collate, DenoisingRecipe, coords_2d, train_step
 
@@ -106,8 +112,12 @@ def _setup(config: PretrainConfig) -> Tuple[int, int, torch.device]:
 
 
 def _recipe(config: PretrainConfig, rank: int, world: int,
-            device: torch.device) -> DenoisingRecipe:
-    """The recipe of :obj:`config` (see the module docstring)."""
+            device: torch.device):
+    """The recipe of :obj:`config`: joint energy/force pretraining if it
+    names :obj:`domains`, else the self-supervised objectives."""
+    if config.domains:
+        from .energy_force import EnergyForceRecipe
+        return EnergyForceRecipe(config, rank, world, device)
     return DenoisingRecipe(config, rank, world, device)
 
 
@@ -136,14 +146,18 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
         model = DistributedDataParallel(
             raw, find_unused_parameters=recipe.find_unused_parameters)
     # Weight decay on every parameter, as Uni-Core's Adam.
+    params = raw.parameters() if config.layer_decay == 1.0 else \
+        layerwise_lr_groups(raw, config.lr, config.layer_decay)
     optimizer = torch.optim.AdamW(
-        raw.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
+        params, lr=config.lr, betas=(config.beta1, config.beta2),
         eps=config.adam_eps, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: lr_lambda(s, max(config.warmup_steps, 1), config.max_steps))
     scaler = torch.amp.GradScaler(device.type,
                                   enabled=config.precision == 'fp16')
+    ema = ExponentialMovingAverage(raw, config.ema_decay) \
+        if config.ema_decay else None
 
     step, epoch, position, skipped = 0, 0, 0, 0
     resumed = resume_checkpoint(out / 'checkpoints') if rank == 0 else None
@@ -159,6 +173,8 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
         optimizer.load_state_dict(state['optimizer'])
         scheduler.load_state_dict(state['scheduler'])
         scaler.load_state_dict(state['scaler'])
+        if ema is not None:
+            ema.shadow = {k: v.to(device) for k, v in state['ema'].items()}
         step, epoch, position, skipped = (state['step'], state['epoch'],
                                           state['position'],
                                           state['skipped'])
@@ -188,6 +204,7 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
         writer.save(step, recipe.state(
             optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+            ema=None if ema is None else ema.shadow,
             step=step, epoch=epoch, position=position, skipped=skipped,
             world_size=world, config=config.to_dict()))
 
@@ -208,6 +225,8 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
         scheduler.step()
         step += 1
         skipped += int(metrics['skipped'])
+        if ema is not None and not metrics['skipped']:
+            ema.update()
         now = time.perf_counter()
         metrics.update(lr=lr, skipped_steps=float(skipped),
                        molecules_per_s=metrics['molecules'] / (now - tick))
@@ -219,8 +238,10 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
             bar.set_postfix({k: f'{metrics[k]:.3g}' for k in recipe.progress},
                             refresh=False)
         last = step == config.max_steps
-        valid = recipe.validate() if step % config.valid_every == 0 or \
-            last else None
+        valid = None
+        if step % config.valid_every == 0 or last:
+            with nullcontext() if ema is None else ema.average_parameters():
+                valid = recipe.validate()
         if valid is not None:
             result.update({f'valid_{k}': v for k, v in valid.items()})
             if rank == 0:
