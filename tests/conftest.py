@@ -112,3 +112,17 @@ def check_dense_contract(data, max_atoms: int) -> None:
     dense = to_dense(Batch.from_data_list([data]))
     assert dense.token.shape == (1, n) and bool(dense.atom_mask.all())
     assert dense.spd.shape == (1, n, n)
+
+
+def child_pids(pid: int) -> List[int]:
+    """Process ids whose parent is :obj:`pid` (e.g. torchrun's workers)."""
+    found = []
+    for entry in Path('/proc').iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / 'stat').read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(')', 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found

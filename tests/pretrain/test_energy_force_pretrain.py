@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import child_pids
+from geometry_files import write_ani1x, write_spice
 
 from pyg_unimol2.checkpoints import (list_checkpoints, load_backbone,
                                      read_checkpoint)
@@ -19,9 +21,6 @@ from pyg_unimol2.data.store import build_geometry_store
 from pyg_unimol2.errors import ConfigError
 from pyg_unimol2.pretrain import PretrainConfig
 from pyg_unimol2.pretrain.trainer import pretrain
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'data'))
-from geometry_files import write_ani1x, write_spice  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,19 +91,6 @@ def _finish(proc: subprocess.Popen) -> None:
     assert proc.returncode == 0, output
 
 
-def _children(pid: int):
-    found = []
-    for entry in Path('/proc').iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / 'stat').read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(')', 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 @pytest.mark.slow
 def test_two_domain_ddp_sigkill_resume_repeats_losses(domains, tmp_path):
     steps = 10
@@ -120,7 +106,7 @@ def test_two_domain_ddp_sigkill_resume_repeats_losses(domains, tmp_path):
     while not (ckpt / 'step_00000004.pt').exists():
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
-    for pid in _children(proc.pid) + [proc.pid]:
+    for pid in child_pids(proc.pid) + [proc.pid]:
         os.kill(pid, signal.SIGKILL)
     proc.communicate()
     killed_at = max(int(p.stem[5:]) for p in list_checkpoints(ckpt))

@@ -10,7 +10,7 @@ from typing import Dict, List
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import read_moses
+from conftest import child_pids, read_moses
 from torch_geometric.data import Batch
 
 from pyg_unimol2.data import from_smiles, to_dense
@@ -161,25 +161,12 @@ def _torchrun(store: Path, out: Path, max_steps: int) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def _children(pid: int) -> List[int]:
-    found = []
-    for entry in Path('/proc').iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / 'stat').read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(')', 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def _finish(proc: subprocess.Popen) -> None:
     try:
         output, _ = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
         # Every rank prints where it waits (faulthandler on SIGUSR1).
-        workers = _children(proc.pid)
+        workers = child_pids(proc.pid)
         for pid in workers:
             os.kill(pid, signal.SIGUSR1)
         time.sleep(2)
@@ -201,7 +188,7 @@ def test_ddp_sigkill_resume_reproduces_trajectory(store, tmp_path):
     while not (ckpt / 'step_00000006.pt').exists():
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
-    workers = _children(proc.pid)
+    workers = child_pids(proc.pid)
     assert len(workers) == 2
     for pid in workers + [proc.pid]:
         os.kill(pid, signal.SIGKILL)
