@@ -167,8 +167,9 @@ def _limits(config: PretrainConfig) -> Dict[str, Optional[int]]:
 
 def domain_data(config: PretrainConfig, domains: Sequence[Domain], rank: int,
                 world: int):
-    """This rank's mixed training batches, a loader factory and the
-    validation loaders of every domain (:obj:`None` for an empty split)."""
+    """This rank's mixed training batches, a loader factory, the training
+    datasets and the validation loader of every domain (:obj:`None` for an
+    empty split)."""
     on_corrupt = 'raise' if config.strict else 'skip'
 
     def split(domain: Domain, which: str) -> HDF5MoleculeDataset:
