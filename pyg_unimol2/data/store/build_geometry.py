@@ -22,16 +22,16 @@ from rdkit import rdBase
 from torch_geometric.data import Data
 from tqdm import tqdm
 
-from ...errors import ConfigError, MissingFileError
+from ...errors import ConfigError
 from ..errors import FeaturizationError
 from ..featurize import TIME_LIMIT
 from ..formats import detect_format, read_geometries, reader_options
 from ..geometry import MAX_GEOMETRY_ATOMS, GeometryRecord, geometry_to_data
 from ..splits import murcko_scaffold
 from ..workers import imap_isolated, single_thread
-from .format import (FORMAT_VERSION, LABELS, MAX_STORE_ATOMS, hash64,
+from .format import (FORMAT_VERSION, LABELS, hash64,
                      pack_graph, shard_name)
-from .write import (BuildSummary, Result, finalize, open_build,
+from .write import (BuildSummary, build_inputs, Result, finalize, open_build,
                     pending_shards, print_failures, queued, run_shards,
                     write_shard)
 
@@ -192,18 +192,8 @@ def build_geometry_store(inputs: Union[PathLike, Sequence[PathLike]],
             settings.
     """
     start = time.perf_counter()
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    inputs = [Path(p) for p in inputs]
-    for p in inputs:
-        if not p.is_file():
-            raise MissingFileError(f'structure file {p}: no such file')
+    inputs = build_inputs(inputs, 'structure file', max_atoms, shard_size)
     formats = [format or detect_format(p) for p in inputs]
-    if not 1 <= max_atoms <= MAX_STORE_ATOMS:
-        raise ConfigError(f'max_atoms must be in 1..{MAX_STORE_ATOMS}, got '
-                          f'{max_atoms}')
-    if shard_size < 1:
-        raise ConfigError(f'shard_size must be positive, got {shard_size}')
     options = dict(options or {})
     taken = {key for f in set(formats) for key in reader_options(f)}
     for key in options:

@@ -22,14 +22,14 @@ import numpy as np
 from rdkit import Chem, rdBase
 from tqdm import tqdm
 
-from ...errors import ConfigError, InputError, MissingFileError
+from ...errors import InputError
 from ..errors import FeaturizationError
 from ..featurize import TIME_LIMIT, _smiles_features
 from ..splits import murcko_scaffold
 from ..workers import imap_isolated, single_thread
-from .format import (FORMAT_VERSION, MAX_STORE_ATOMS, hash64, pack_graph,
+from .format import (FORMAT_VERSION, hash64, pack_graph,
                      shard_name)
-from .write import (BuildSummary, Result, finalize, open_build,
+from .write import (BuildSummary, build_inputs, Result, finalize, open_build,
                     pending_shards, print_failures, queued, run_shards,
                     write_shard)
 
@@ -243,19 +243,9 @@ def build_store(inputs: Union[PathLike, Sequence[PathLike]],
         BuildSummary: counts and the throughput of this call.
     """
     start = time.perf_counter()
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    inputs = [Path(p) for p in inputs]
-    for p in inputs:
-        if not p.is_file():
-            raise MissingFileError(f'SMILES file {p}: no such file (give '
-                                   f'.smi, .csv or .tsv files, optionally '
-                                   f'gzipped)')
-    if not 1 <= max_atoms <= MAX_STORE_ATOMS:
-        raise ConfigError(f'max_atoms must be in 1..{MAX_STORE_ATOMS}, got '
-                          f'{max_atoms}')
-    if shard_size < 1:
-        raise ConfigError(f'shard_size must be positive, got {shard_size}')
+    inputs = build_inputs(inputs, 'SMILES file', max_atoms, shard_size,
+                          ' (give .smi, .csv or .tsv files, optionally '
+                          'gzipped)')
     out = Path(out_dir)
     settings = dict(format_version=FORMAT_VERSION, seed=seed,
                     shard_size=shard_size, limit=limit, remove_hs=remove_hs,

@@ -19,8 +19,9 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from ...errors import ConfigError, MissingFileError
 from ..workers import ItemFailure
-from .format import (FORMAT_VERSION, LAYOUT_COLUMNS, PTR_COLUMNS, StoreError,
+from .format import (FORMAT_VERSION, MAX_STORE_ATOMS, LAYOUT_COLUMNS, PTR_COLUMNS, StoreError,
                      crc32, file_crc32, molecule_crc32, shard_name)
 
 #: One input record and what its featurization returned: the packed
@@ -176,6 +177,26 @@ def write_shard(path: Path, k: int, first_record: int, num_records: int,
 # ---------------------------------------------------------------------------
 # Build steps
 # ---------------------------------------------------------------------------
+def build_inputs(inputs: Union[str, os.PathLike, Sequence],
+                 what: str, max_atoms: int, shard_size: int,
+                 hint: str = '') -> List[Path]:
+    """The input files of a build as paths, after checking that they exist
+    (:obj:`what` names them in the error, :obj:`hint` is appended) and that
+    :obj:`max_atoms` and :obj:`shard_size` are valid."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    paths = [Path(p) for p in inputs]
+    for p in paths:
+        if not p.is_file():
+            raise MissingFileError(f'{what} {p}: no such file{hint}')
+    if not 1 <= max_atoms <= MAX_STORE_ATOMS:
+        raise ConfigError(f'max_atoms must be in 1..{MAX_STORE_ATOMS}, got '
+                          f'{max_atoms}')
+    if shard_size < 1:
+        raise ConfigError(f'shard_size must be positive, got {shard_size}')
+    return paths
+
+
 def open_build(out: Path, settings: Dict, inputs: Sequence[Path],
                start: float, verbose: bool) -> Optional[BuildSummary]:
     """Records the build in ``build.json`` (or checks that it is the one
