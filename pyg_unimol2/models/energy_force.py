@@ -32,7 +32,7 @@ their device follows). A model is rebuilt from its backbone config and
 """
 import copy
 from dataclasses import replace
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -163,6 +163,31 @@ class EnergyForceModel(nn.Module):
                 self.add_dataset(name, head)
             else:
                 self._register(name, head)
+
+    @classmethod
+    def from_preset(cls, preset: str,
+                    heads: Optional[Mapping[str, str]] = None,
+                    distance_scale: float = 1.0, **overrides: Any
+                    ) -> 'EnergyForceModel':
+        r"""A fresh model: a :meth:`UniMol2.from_preset` backbone (no
+        masked-atom head) with fresh heads per dataset. Its distance kernel
+        starts at :math:`y_{ij} = s\,d_{ij}` (:obj:`distance_scale`, see
+        :meth:`~pyg_unimol2.nn.GaussianKernel.reset_parameters`) instead of
+        the official BERT init, under which forces are barely learnt: on 32
+        ANI-1x-like GFN2-xTB structures, 100 AdamW steps took the training
+        force MAE from 1.37 to 0.70 eV/Angstrom with :math:`s = 1` and to
+        1.36 with the BERT init.
+
+        Args:
+            preset (str): backbone size (:data:`~pyg_unimol2.models.PRESETS`).
+            heads (Mapping[str, str], optional): force mode per dataset.
+                (default: :obj:`None`)
+            distance_scale (float, optional): :math:`s`. (default: :obj:`1.0`)
+            **overrides: :class:`~pyg_unimol2.models.UniMol2Config` fields.
+        """
+        backbone = UniMol2.from_preset(preset, lm_head=False, **overrides)
+        backbone.se3_invariant_kernel.reset_parameters(distance_scale)
+        return cls(backbone, heads)
 
     def _register(self, name: str, head: EnergyForceHeads
                   ) -> EnergyForceHeads:

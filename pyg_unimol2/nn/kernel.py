@@ -1,5 +1,6 @@
 """SE(3)-invariant Gaussian distance kernel of Uni-Mol2 (paper eq. 3)."""
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -66,15 +67,37 @@ class GaussianKernel(nn.Module):
         self.bias = nn.Embedding(num_pair_types, 1, padding_idx=0)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        r"""BERT init of ``mul``/``bias`` as in official pretraining (which
-        overrides their nominal 1/0 constant init); the means are reset."""
+    def reset_parameters(self, distance_scale: Optional[float] = None
+                         ) -> None:
+        r"""Resets ``mul``/``bias`` and the means.
+
+        Args:
+            distance_scale (float, optional): :obj:`None`: BERT init, as in
+                official pretraining (which overrides their nominal 1/0
+                constant init). A number :math:`s`: every type's scale is
+                :math:`s / 2` and every shift 0, so that
+                :math:`y_{ij} = s\,d_{ij}` and the Gaussians resolve
+                distances over :math:`[\mathrm{start}, \mathrm{stop}] / s`
+                from the first step. With the BERT init,
+                :math:`y_{ij} \approx 0.03\,d_{ij}` falls on the first
+                Gaussians and the model is almost blind to geometry until
+                the scales have grown; this does not matter for masked-atom
+                pretraining but stalls learning forces from scratch (JMP,
+                :class:`~pyg_unimol2.models.EnergyForceModel`).
+                (default: :obj:`None`)
+        """
         with torch.no_grad():
             self.mean.copy_(
                 torch.linspace(self.start, self.stop, self.num_kernels,
                                device=self.mean.device))
-        bert_init_(self.mul)
-        bert_init_(self.bias)
+        if distance_scale is None:
+            bert_init_(self.mul)
+            bert_init_(self.bias)
+            return
+        with torch.no_grad():
+            self.mul.weight.fill_(distance_scale / 2)
+            self.mul.weight[self.mul.padding_idx].zero_()
+            self.bias.weight.zero_()
 
     def forward(self, dist: Tensor, pair_type: Tensor) -> Tensor:
         r"""
@@ -169,8 +192,11 @@ class SE3InvariantKernel(nn.Module):
                                        stop, std_width)
         self.out_proj = NonLinear(num_kernels, pair_dim)
 
-    def reset_parameters(self) -> None:
-        self.gaussian.reset_parameters()
+    def reset_parameters(self, distance_scale: Optional[float] = None
+                         ) -> None:
+        r"""Resets the expansion (:meth:`GaussianKernel.reset_parameters`,
+        with :obj:`distance_scale`) and the projection."""
+        self.gaussian.reset_parameters(distance_scale)
         self.out_proj.reset_parameters()
 
     def forward(self, dist: Tensor, pair_type: Tensor) -> Tensor:

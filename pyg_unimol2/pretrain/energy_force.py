@@ -38,7 +38,6 @@ from ..data.samplers import DatasetMixSampler, DynamicBatchSampler
 from ..datasets.hdf5 import HDF5MoleculeDataset
 from ..errors import ConfigError
 from ..models.energy_force import EnergyForceModel
-from ..models.unimol2 import UniMol2
 from ..tasks.energy_force import energy_force_loss
 from ..tasks.energy_stats import EnergyForceStats, fit_energy_force_stats
 from ..train.loop import autocast, optimizer_step
@@ -240,9 +239,8 @@ def _initial_model(config: PretrainConfig,
         if config.keep_heads:
             raise ConfigError('keep_heads needs init_from (the checkpoint '
                               'whose heads to keep)')
-        return EnergyForceModel(
-            UniMol2.from_preset(config.preset, lm_head=False),
-            {d.name: d.force for d in domains})
+        return EnergyForceModel.from_preset(
+            config.preset, {d.name: d.force for d in domains})
     if config.keep_heads:
         source = load_energy_force_model(config.init_from)
     else:
