@@ -7,8 +7,9 @@ predictions over all ``conf_size`` conformers (11 in the README); with
 ``drop_feat_prob = 1`` the model sees only elements and geometry (A.10).
 
 Conformer 0 is the dataset's own geometry (the DFT geometry for QM9, the
-seeded ETKDG conformer for COMPAS-1D); conformer ``k >= 1`` is
-:func:`~pyg_unimol2.data.featurize.from_smiles` with ``seed=k``. Atom order
+seeded ETKDG conformer for COMPAS-1D); the others are
+:func:`~pyg_unimol2.data.featurize.from_smiles` with the seeds of
+:func:`conformer_seeds` (2, 3, ...: RDKit embeds seeds 0 and 1 alike). Atom order
 may differ between conformers, which a permutation-invariant model ignores.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -62,6 +63,15 @@ def _view(data: Data, labels: Data, mol: int, drop_feat: bool) -> Data:
     return drop_graph_features(out) if drop_feat else out
 
 
+def conformer_seeds(seed: int, conformers: int) -> List[int]:
+    """The ETKDG seeds of :obj:`conformers` conformers: :obj:`seed`, then
+    the following ones. RDKit's generator (``minstd_rand``) takes seed 0 as
+    seed 1, so both give the same conformer: after 0 comes 2
+    (``[0, 2, 3, ...]``)."""
+    after = max(seed, 1)
+    return [seed] + list(range(after + 1, after + conformers))
+
+
 def build_conformers(molecules: Sequence[Data], num_conformers: int = 1, *,
                      drop_feat: bool = False, workers: Optional[int] = None,
                      progress: bool = False) -> List[List[Data]]:
@@ -75,7 +85,7 @@ def build_conformers(molecules: Sequence[Data], num_conformers: int = 1, *,
     """
     molecules = list(molecules)
     confs = [[_view(d, d, i, drop_feat)] for i, d in enumerate(molecules)]
-    for seed in range(1, num_conformers):
+    for seed in conformer_seeds(0, num_conformers)[1:]:
         todo = sorted({d.smiles for d in molecules
                        if (d.smiles, seed) not in _CACHE})
         if todo:
