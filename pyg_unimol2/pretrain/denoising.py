@@ -3,12 +3,14 @@ coordinate and distance denoising (paper Sec. 3.3) on one molecule store.
 
 :class:`DenoisingRecipe` is what :func:`~pyg_unimol2.pretrain.trainer.pretrain`
 trains when the run names no energy/force domains: a
-:class:`~pyg_unimol2.models.UniMol2` from a preset, the store's training
+:class:`~pyg_unimol2.models.UniMol2` from a preset (or the checkpoint of
+``init_from``, :func:`continued_model`), the store's training
 split in atom-budget batches (optionally scaffold-temperature sampled), the
 corruption of :func:`~pyg_unimol2.pretrain.objectives.corrupt` seeded per
 step and micro-batch, and the loss of
 :func:`~pyg_unimol2.pretrain.objectives.pretrain_loss`.
 """
+from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -17,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torch_geometric.data import Batch, Data
 
-from ..checkpoints import pretrain_state
+from ..checkpoints import load_backbone, pretrain_state
 from ..data.dense import DenseBatch, to_dense
 from ..data.samplers import DynamicBatchSampler, ScaffoldTemperatureSampler
 from ..datasets.hdf5 import HDF5MoleculeDataset
@@ -76,6 +78,21 @@ class Collate:
             pos_2d[b, :data.num_nodes] = coords_2d(data.smiles,
                                                    data.num_nodes)
         return dense, pos_2d
+
+
+def continued_model(source: str) -> UniMol2:
+    """The model of a checkpoint (any format, e.g. ``hub:84M``) to go on
+    pretraining: its architecture and weights, and its masked-atom head where
+    it has one (fine-tuning checkpoints get a fresh head)."""
+    loaded = load_backbone(source, heads=True)
+    model = UniMol2(replace(loaded.config, lm_head=True))
+    state = {k: v for k, v in loaded.state_dict().items()
+             if not k.startswith('classification_heads.')}
+    if loaded.lm_head is None:
+        state.update({f'lm_head.{k}': v
+                      for k, v in model.lm_head.state_dict().items()})
+    model.load_state_dict(state)
+    return model
 
 
 def _is_dist() -> bool:
@@ -238,7 +255,9 @@ class DenoisingRecipe:
         self.sampler, self.make_loader, self.valid_loader = _data(
             config, rank, world)
         torch.manual_seed(config.seed)
-        self.model = UniMol2.from_preset(config.preset).to(device)
+        self.model = (UniMol2.from_preset(config.preset)
+                      if config.init_from is None else
+                      continued_model(config.init_from)).to(device)
 
     def prepare(self, item: Tuple[DenseBatch, Optional[Tensor]],
                 generator: torch.Generator) -> PretrainBatch:
