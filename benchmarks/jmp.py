@@ -78,6 +78,7 @@ def _split_trajectory(npz: Path, out: Path, train: int, test: int,
 
 def _common(args) -> Dict:
     return dict(preset=args.preset, max_tokens=args.max_tokens,
+                clip_norm=args.clip_norm, num_workers=0,
                 progress=False, threads=1, seed=0, valid_fraction=0.05,
                 ckpt_every=10_000)
 
@@ -174,6 +175,10 @@ def main() -> None:
     parser.add_argument('--preset', default='tiny')
     parser.add_argument('--max-tokens', type=int, default=512)
     parser.add_argument('--lr', type=float, default=5e-4)
+    parser.add_argument('--clip-norm', type=float, default=100.0,
+                        help='gradient-norm clipping (the force loss has '
+                        'gradient norms of 10-150: clipping at 1 slows '
+                        'learning forces and stalls the energy head)')
     parser.add_argument('--pretrain-steps', type=int, default=1500)
     parser.add_argument('--finetune-steps', type=int, default=400)
     parser.add_argument('--finetune-lr', type=float, default=3e-4)
@@ -233,16 +238,29 @@ def main() -> None:
                                     for t, s in targets.items()}),
         args.map_per_domain, Path(args.out + '_tsne.png'))
     manifest = json.loads((data / 'manifest.json').read_text())
+    pretraining = _validation_curve(work / 'pretrain' / 'metrics.jsonl')
     results = dict(command='python ' + ' '.join(map(shlex.quote, sys.argv)),
                    settings=vars(args), table=table, runs=runs,
                    data={k: v.get('content_sha256') for k, v in
                          manifest['domains'].items()},
-                   representation_map=rep_map,
+                   representation_map=rep_map, pretraining=pretraining,
                    wall_seconds=time.perf_counter() - start,
                    cpus=os.cpu_count())
     Path(args.out + '.json').write_text(json.dumps(results, indent=1) + '\n')
     _write_table(results, Path(args.out + '.md'))
     print(Path(args.out + '.md').read_text())
+
+
+def _validation_curve(metrics: Path) -> Dict[str, List]:
+    """Per pretraining domain, ``[step, energy MAE (meV), force MAE
+    (meV/Angstrom)]`` at every validation."""
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    records = [r for r in records if 'valid_loss' in r]
+    domains = sorted({k[len('valid_'):-len('_force_mae')] for r in records
+                      for k in r if k.endswith('_force_mae')})
+    return {d: [[r['step'], 1000 * r[f'valid_{d}_energy_mae'],
+                 1000 * r[f'valid_{d}_force_mae']] for r in records]
+            for d in domains}
 
 
 def _fmt(values: List[float]) -> str:
@@ -270,6 +288,13 @@ def _write_table(results: Dict, path: Path) -> None:
         lines.append(f'| {row["target"]} | {row["arm"]} | '
                      f'{_fmt(row["energy_mev"])} | {_fmt(row["force_mev"])} '
                      f'| {reach} |')
+    lines += ['', 'Pretraining validation (first and last validation):', '',
+              '| domain | step | energy MAE (meV) | force MAE (meV/Å) |',
+              '|---|---:|---:|---:|']
+    for domain, curve in results['pretraining'].items():
+        for step, energy, force in (curve[0], curve[-1]):
+            lines.append(f'| {domain} | {step} | {energy:.1f} | '
+                         f'{force:.1f} |')
     lines += ['', f'Representation map: `{Path(results["representation_map"]["png"]).name}`.']
     path.write_text('\n'.join(lines) + '\n')
 
