@@ -37,6 +37,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 
 from ..errors import UserError
+from .hub import HUB_PREFIX, download_weights
 from .integrity import seal, verify
 from .writer import list_checkpoints
 from ..models.multitask import TaskModel, UniMol2MultiTask, module_key
@@ -64,10 +65,13 @@ class ForeignCheckpointError(CheckpointError, KeyError):
 
 
 def read_checkpoint(source: Source) -> Dict[str, Any]:
-    """The checkpoint object of :obj:`source` (a path or an already loaded
-    dict), with a clear error for a missing or unreadable file."""
+    """The checkpoint object of :obj:`source` (a path, ``hub:NAME`` for
+    official weights by name (:mod:`.hub`), or an already loaded dict),
+    with a clear error for a missing or unreadable file."""
     if isinstance(source, dict):
         return source
+    if isinstance(source, str) and source.startswith(HUB_PREFIX):
+        source = download_weights(source[len(HUB_PREFIX):])
     path = Path(source)
     if path.is_dir():
         raise CheckpointError(f'checkpoint {path} is a directory (give a .pt '

@@ -259,6 +259,27 @@ class UniMol2(nn.Module):
         from .official import load_official
         return load_official(source, strict, **overrides)[0]
 
+    @classmethod
+    def from_pretrained(cls, name: str, heads: bool = False,
+                        **overrides) -> 'UniMol2':
+        r"""The official pretrained Uni-Mol2 of a size (``'84M'``,
+        ``'164M'``, ``'310M'``, ``'570M'``, ``'1.1B'``) or of
+        ``OWNER/REPO/FILE`` on the Hugging Face Hub, downloaded once into
+        the Hugging Face cache (or ``UNIMOL2_WEIGHT_DIR``), e.g.
+        ``UniMol2.from_pretrained('84M').eval()``; see
+        :mod:`pyg_unimol2.checkpoints.hub`.
+
+        Args:
+            name (str): a size or ``OWNER/REPO/FILE``.
+            heads (bool, optional): keep the masked-atom head of the
+                pretraining checkpoint. (default: :obj:`False`)
+            **overrides: non-architecture :class:`UniMol2Config` fields
+                (dropout rates, ``chunk_size``, ``checkpointing``).
+        """
+        from ..checkpoints.formats import load_backbone
+        from ..checkpoints.hub import download_weights
+        return load_backbone(download_weights(name), heads=heads, **overrides)
+
     def to_official(self, layout: str = 'unicore') -> Dict[str, Tensor]:
         r"""This model's state dict in an official layout (``'unicore'`` or
         ``'unimol_tools'``); see
