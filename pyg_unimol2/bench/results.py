@@ -1,4 +1,7 @@
-"""Benchmark result tables: aggregation over seeds, JSON and markdown."""
+"""Benchmark result tables: aggregation over seeds, JSON and markdown, and
+beside each table the parity (regression) and ROC/PR (classification)
+plots of its runs' test predictions
+(:func:`~pyg_unimol2.plots.prediction_plots`)."""
 import json
 import platform
 import time
@@ -7,7 +10,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .paper import PAPER_ROWS, paper_value
+from ..plots import prediction_plots
+from .paper import TABLES, paper_cells
 
 
 def mean_std(values: Sequence[float]) -> str:
@@ -21,9 +25,13 @@ def mean_std(values: Sequence[float]) -> str:
 
 def markdown_table(title: str, rows: List[Dict], columns: List[str],
                    units: Dict[str, str], table: str,
-                   notes: Sequence[str]) -> str:
+                   notes: Sequence[str],
+                   subsets: Sequence[Optional[str]] = (None,)) -> str:
     """A markdown table: one line per model row, one column per target
-    (test MAE, ``mean (std)`` over seeds), then the paper's rows."""
+    (test MAE, ``mean (std)`` over seeds), then the rows of the paper's
+    :obj:`table` that report any of :obj:`columns` (for Table 6 one block
+    per training set of :obj:`subsets`, ``'train50'``, ...), then the
+    paper table's note and :obj:`notes`."""
     head = ['model'] + [f'{c} ({units.get(c.split(" ")[0], "")})'
                         for c in columns]
     lines = [f'## {title}', '', '| ' + ' | '.join(head) + ' |',
@@ -32,11 +40,15 @@ def markdown_table(title: str, rows: List[Dict], columns: List[str],
         lines.append('| ' + ' | '.join(
             [row['model']] + [mean_std(row['mae'].get(c, [])) for c in columns])
             + ' |')
-    for paper_row in PAPER_ROWS[table]:
-        vals = [paper_value(table, paper_row, c) for c in columns]
-        lines.append('| ' + ' | '.join(
-            [f'paper: {paper_row}'] +
-            ['n/a' if v is None else f'{v:.4g}' for v in vals]) + ' |')
+    for subset in subsets:
+        for paper_row in TABLES[table].rows:
+            cells = paper_cells(table, paper_row, columns, subset)
+            if any(c is not None for c in cells):
+                label = ': '.join(filter(None, ('paper', subset, paper_row)))
+                lines.append('| ' + ' | '.join(
+                    [label] + ['n/a' if v is None else str(v)
+                               for v in cells]) + ' |')
+    notes = [TABLES[table].note, *notes]
     return '\n'.join(lines + [''] + [f'- {n}' for n in notes]) + '\n'
 
 
@@ -44,9 +56,9 @@ def write_results(results_dir: str, stem: str, title: str, rows: List[Dict],
                   columns: List[str], units: Dict[str, str], table: str,
                   command: str, meta: Dict,
                   notes: Optional[Sequence[str]] = None) -> Path:
-    """Writes ``<stem>.json`` (every run) and ``<stem>.md`` (the table, the
-    command and the budget) into :obj:`results_dir`; returns the markdown
-    path."""
+    """Writes ``<stem>.json`` (every run), ``<stem>.md`` (the table, the
+    command and the budget) and the plots of :func:`plot_predictions` into
+    :obj:`results_dir`; returns the markdown path."""
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(meta, command=command, date=time.strftime(
@@ -58,8 +70,18 @@ def write_results(results_dir: str, stem: str, title: str, rows: List[Dict],
                                                  default=str))
     md = render_markdown(record)
     (out / f'{stem}.md').write_text(md)
+    plot_predictions(record, out / stem)
     print(md)
     return out / f'{stem}.md'
+
+
+def plot_predictions(record: Dict, stem: Path) -> List[Path]:
+    """``<stem>_parity.png`` / ``<stem>_roc_pr.png``: the test predictions
+    of the runs of a results record (their ``out`` directories), pooled
+    over seeds per model row."""
+    return prediction_plots({row['model']: [run['out'] for run in row['runs']
+                                            if 'out' in run]
+                             for row in record['rows']}, stem)
 
 
 def render_markdown(record: Dict) -> str:
@@ -76,8 +98,9 @@ def render_markdown(record: Dict) -> str:
               f'{run["seed"]}: {run["epochs_run"]} epochs (best '
               f'{run["best_epoch"]}), {run["seconds"]} s'
               for row in record['rows'] for run in row['runs']]
+    subsets = [f'train{n}' for n in meta.get('train_sizes', [])] or [None]
     return markdown_table(record['title'], record['rows'], record['columns'],
-                          record['units'], record['table'], notes)
+                          record['units'], record['table'], notes, subsets)
 
 
 def rewrite_markdown(json_path: str) -> Path:
@@ -110,4 +133,5 @@ def merge_results(json_paths: Sequence[str], results_dir: str,
         command=' ; '.join(r['meta']['command'] for r in records))
     out = Path(results_dir) / f'{stem}.json'
     out.write_text(json.dumps(merged, indent=2, default=str))
+    plot_predictions(merged, out.with_suffix(''))
     return rewrite_markdown(str(out))

@@ -9,7 +9,7 @@ def _write(tmp_path, seed, mae):
                             best_epoch=2, seconds=1.0)])]
     write_results(str(tmp_path / f's{seed}'), 'bench', 'QM9', rows, ['gap'],
                   {'gap': 'Ha'}, 'table6', f'cmd --first-seed {seed}',
-                  dict(budget='1 min wall clock'))
+                  dict(budget='1 min wall clock', train_sizes=[50]))
     return str(tmp_path / f's{seed}' / 'bench.json')
 
 
@@ -23,7 +23,8 @@ def test_tables_print_paper_rows_and_merge_over_seeds(tmp_path):
     paths = [_write(tmp_path, 0, 1.0), _write(tmp_path, 1, 3.0)]
     md = merge_results(paths, str(tmp_path), 'merged').read_text()
     assert '| SchNet | 2 (1) |' in md
-    assert '| paper: Uni-Mol2 1.1B | n/a |' in md
+    assert '| paper: train50: Uni-Mol2 1.1B | 0.0056 (1.8e-05) |' in md
+    assert '- paper rows: Uni-Mol2 paper Table 6' in md
     assert 'cmd --first-seed 0 ; cmd --first-seed 1' in md
     assert '1 min wall clock' in md
     merged = json.loads((tmp_path / 'merged.json').read_text())

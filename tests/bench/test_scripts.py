@@ -40,7 +40,8 @@ def test_qm9_smoke(tmp_path):
     for row in results['rows']:
         assert all(len(row['mae'][c]) == 1 and row['mae'][c][0] > 0
                    for c in results['columns'])
-    assert 'paper: Uni-Mol2 1.1B | n/a' in md and 'command: `' in md
+    assert '| paper: Uni-Mol2 1.1B | 0.0035 (1e-05) | 0.0035 (1e-05) | ' \
+        '0.0035 (1e-05) | 0.305 (0.003) |' in md and 'command: `' in md
 
 
 @pytest.mark.slow
@@ -58,7 +59,22 @@ def test_qm9_limited_smoke(tmp_path):
     assert results['columns'] == ['gap']
     assert all(r['model'].startswith('train50: ') for r in results['rows'])
     assert results['meta']['test_train_scaffold_tanimoto'] < 1
-    assert '(Ha)' in md
+    assert '(Ha)' in md and '| paper: train50: Uni-Mol2 84M | 0.0062' in md
+    assert results['meta']['train_sizes'] == [50]
+    assert results['meta']['split'].startswith('scaffold_similarity (seed 0)'
+                                               '; train: 50 molecules')
+
+
+def test_qm9_limited_header_states_the_trained_sizes():
+    split = dict(kind='scaffold_similarity', seed=0,
+                 sizes=dict(train=16000, valid=2000, test=2000))
+    describe = _script('qm9_limited').split_description
+    assert describe(split, [50, 200], 200) == (
+        'scaffold_similarity (seed 0); train: 50 / 200 molecules (per size '
+        'and seed a stratified subset of its 16000 training molecules); '
+        'valid: 200 random of its 2000; test: its 2000')
+    assert describe(split, [100], 0).endswith('valid: its 2000; test: its '
+                                              '2000')
 
 
 def test_multitask_smoke_and_report(tmp_path):
