@@ -14,7 +14,9 @@ Two builders write the same format:
 Both featurize in crash-safe worker processes
 (:func:`~pyg_unimol2.data.workers.imap_isolated`: a record that crashes its
 worker twice or exceeds the time limit is a failure, the others are
-unaffected). :class:`StoreReader` gives random access to the molecules as
+unaffected) or, given a scheduler address, one shard per task on a Dask
+cluster whose workers share the store directory (:mod:`.dask_build`), to
+the same bytes. :class:`StoreReader` gives random access to the molecules as
 :class:`~torch_geometric.data.Data` objects that follow the contract of
 :mod:`pyg_unimol2.data.dense`;
 :class:`pyg_unimol2.datasets.hdf5.HDF5MoleculeDataset` wraps it as a PyG
@@ -116,15 +118,15 @@ store. A mismatch, a truncated file or an unreadable one raises
 Checking costs one CRC-32 pass over the bytes a read touches anyway
 (``benchmarks/hdf5_io.py`` measures it).
 
-Resuming: a shard is written to ``shard_K.h5.tmp``, flushed, fsynced and
-renamed, so a shard file that exists is complete. A rerun with the same
-settings skips existing shards, deletes leftover ``.tmp`` files and rebuilds
-only the missing shards; the result is identical, array for array (and
-byte for byte for the shard files), to an uninterrupted build.
+Resuming: a shard is written to ``shard_K.h5.<random>.tmp``, flushed,
+fsynced and renamed, so a shard file that exists is complete. A rerun with
+the same settings skips existing shards, deletes leftover ``.tmp`` files
+and rebuilds only the missing shards; the result is identical, array for
+array (and byte for byte for the shard files), to an uninterrupted build.
 
 Modules: :mod:`.format` (constants, errors, checksums), :mod:`.write`
-(shards, index, manifest), :mod:`.build_smiles`, :mod:`.build_geometry`
-and :mod:`.read`.
+(shards, index, manifest), :mod:`.dask_build` (shards on a Dask cluster),
+:mod:`.build_smiles`, :mod:`.build_geometry` and :mod:`.read`.
 """
 from .build_geometry import build_geometry_store
 from .build_smiles import Record, build_store, read_records

@@ -10,8 +10,6 @@ no such label is ever stored."""
 import math
 import os
 import time
-from collections import deque
-from contextlib import closing
 from functools import partial
 from pathlib import Path
 from typing import (Any, Dict, Iterator, List, NamedTuple, Optional,
@@ -28,11 +26,11 @@ from ..featurize import TIME_LIMIT
 from ..formats import detect_format, read_geometries, reader_options
 from ..geometry import MAX_GEOMETRY_ATOMS, GeometryRecord, geometry_to_data
 from ..splits import murcko_scaffold
-from ..workers import imap_isolated, single_thread
+from .dask_build import dask_client
 from .format import (FORMAT_VERSION, LABELS, hash64,
                      pack_graph, shard_name)
-from .write import (BuildSummary, build_inputs, Result, finalize, open_build,
-                    pending_shards, print_failures, queued, run_shards,
+from .write import (BuildSummary, build_inputs, Result, compute_shards,
+                    finalize, open_build, pending_shards, print_failures,
                     write_shard)
 
 __all__ = ['build_geometry_store', 'group_key']
@@ -129,6 +127,7 @@ def build_geometry_store(inputs: Union[PathLike, Sequence[PathLike]],
                          max_atoms: int = MAX_GEOMETRY_ATOMS,
                          workers: Optional[int] = None, chunksize: int = 64,
                          time_limit: Optional[float] = TIME_LIMIT,
+                         scheduler: Optional[str] = None,
                          progress: bool = True,
                          verbose: bool = True) -> BuildSummary:
     r"""Builds (or resumes building) a sharded HDF5 store from structures
@@ -178,6 +177,10 @@ def build_geometry_store(inputs: Union[PathLike, Sequence[PathLike]],
             (default: :obj:`64`)
         time_limit (float, optional): seconds one record may take.
             (default: :data:`~pyg_unimol2.data.featurize.TIME_LIMIT`)
+        scheduler (str, optional): address of a Dask scheduler: featurize
+            one shard per task on its cluster, to the same store (see
+            :func:`~pyg_unimol2.data.store.build_store`).
+            (default: :obj:`None`)
         progress (bool, optional): show a progress bar.
             (default: :obj:`True`)
         verbose (bool, optional): print a summary. (default: :obj:`True`)
@@ -217,16 +220,15 @@ def build_geometry_store(inputs: Union[PathLike, Sequence[PathLike]],
     shards = pending_shards(
         _items(inputs, formats, options, file_records), shard_size,
         lambda k: not (out / shard_name(k)).exists())
-    queue: deque = deque()
-    outputs = imap_isolated(job, queued(shards, queue), workers,
-                            chunksize=chunksize, time_limit=time_limit,
-                            initializer=single_thread, lookahead=shard_size)
     t0 = time.perf_counter()
-    with closing(outputs), tqdm(unit='mol', desc='Building store',
-                                disable=not progress, smoothing=0.05) as bar:
-        built_shards, built_records = run_shards(
-            queue, outputs, bar, partial(_write_shard, out),
-            lambda item: repr(item.record.name))
+    with dask_client(scheduler) as client, tqdm(
+            unit='mol', desc='Building store', disable=not progress,
+            smoothing=0.05) as bar:
+        built_shards, built_records = compute_shards(
+            out, shards, job, _write_shard,
+            lambda item: repr(item.record.name), bar, workers=workers,
+            chunksize=chunksize, time_limit=time_limit,
+            lookahead=shard_size, client=client)
     featurize_seconds = time.perf_counter() - t0
     num_shards = math.ceil(sum(file_records) / shard_size)
     manifest = finalize(out, inputs, file_records, settings, num_shards,
@@ -237,9 +239,11 @@ def build_geometry_store(inputs: Union[PathLike, Sequence[PathLike]],
                            built_records, time.perf_counter() - start)
     if verbose:
         rate = built_records / featurize_seconds if featurize_seconds else 0
+        where = f'{workers} workers' if scheduler is None else \
+            f'Dask cluster {scheduler}'
         print(f'{out}: {counts["molecules"]} structures in {num_shards} '
               f'shards, {counts["failures"]} failures; featurized '
               f'{built_records} records in {featurize_seconds:.1f} s '
-              f'({rate:.1f} mol/s, {workers} workers)')
+              f'({rate:.1f} mol/s, {where})')
         print_failures(out, lambda row: row[2])
     return summary

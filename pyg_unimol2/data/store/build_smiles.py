@@ -3,7 +3,8 @@ conformer per molecule (ETKDGv3 + MMFF94, exactly as
 :func:`~pyg_unimol2.data.featurize.from_smiles` with the store's seed) in
 crash-safe worker processes (:func:`~pyg_unimol2.data.workers.imap_isolated`:
 a molecule that crashes its worker twice or exceeds the time limit is a
-failure, the others are unaffected)."""
+failure, the others are unaffected) or on a Dask cluster
+(:mod:`.dask_build`), to the same bytes."""
 import csv
 import gzip
 import io
@@ -11,8 +12,6 @@ import math
 import os
 import time
 import zlib
-from collections import deque
-from contextlib import closing
 from functools import partial
 from pathlib import Path
 from typing import (Dict, Iterator, List, NamedTuple, Optional, Sequence,
@@ -26,11 +25,11 @@ from ...errors import InputError
 from ..errors import FeaturizationError
 from ..featurize import TIME_LIMIT, _smiles_features
 from ..splits import murcko_scaffold
-from ..workers import imap_isolated, single_thread
+from .dask_build import dask_client
 from .format import (FORMAT_VERSION, hash64, pack_graph,
                      shard_name)
-from .write import (BuildSummary, build_inputs, Result, finalize, open_build,
-                    pending_shards, print_failures, queued, run_shards,
+from .write import (BuildSummary, build_inputs, Result, compute_shards,
+                    finalize, open_build, pending_shards, print_failures,
                     write_shard)
 
 __all__ = ['build_store', 'read_records', 'Record']
@@ -194,6 +193,7 @@ def build_store(inputs: Union[PathLike, Sequence[PathLike]],
                 max_atoms: int = 256, optimize: bool = True,
                 chunksize: int = 8,
                 time_limit: Optional[float] = TIME_LIMIT,
+                scheduler: Optional[str] = None,
                 progress: bool = True, verbose: bool = True) -> BuildSummary:
     r"""Builds (or resumes building) a sharded HDF5 store from SMILES files.
 
@@ -211,7 +211,9 @@ def build_store(inputs: Union[PathLike, Sequence[PathLike]],
     kept, an interrupted shard is rebuilt, and a complete store is left
     untouched (no work). Rerunning with other settings raises
     :class:`StoreError`; :obj:`workers`, :obj:`chunksize`,
-    :obj:`time_limit` and :obj:`progress` may change freely.
+    :obj:`time_limit`, :obj:`scheduler` and :obj:`progress` may change
+    freely: a store built (or resumed) on a Dask cluster is byte for byte
+    the one a local build writes.
 
     Args:
         inputs (path or list of paths): ``.smi``, ``.csv``, ``.tsv`` files,
@@ -235,6 +237,14 @@ def build_store(inputs: Union[PathLike, Sequence[PathLike]],
             applies. (default:
             :data:`~pyg_unimol2.data.featurize.TIME_LIMIT`, 300;
             :obj:`None`: no limit)
+        scheduler (str, optional): address of a Dask scheduler
+            (``tcp://HOST:8786``): featurize one shard per task on its
+            cluster instead of in :obj:`workers` local processes; the
+            workers must see :obj:`out_dir` at the same path (a shared
+            filesystem) and run the same library versions, and only
+            RDKit's embedding timeout applies there (see
+            :mod:`~pyg_unimol2.data.store.dask_build`); :obj:`workers` is
+            then not used. (default: :obj:`None`)
         progress (bool, optional): show a progress bar (molecules/s).
             (default: :obj:`True`)
         verbose (bool, optional): print a summary. (default: :obj:`True`)
@@ -254,43 +264,39 @@ def build_store(inputs: Union[PathLike, Sequence[PathLike]],
     complete = open_build(out, settings, inputs, start, verbose)
     if complete is not None:
         return complete
-    file_records = [sum(1 for _ in read_records(p)) for p in inputs]
-    if limit is not None:
-        left, capped = limit, []
-        for count in file_records:
-            capped.append(min(count, left))
-            left -= capped[-1]
-        file_records = capped
-    num_records = sum(file_records)
-    num_shards = math.ceil(num_records / shard_size)
-    pending = [k for k in range(num_shards)
-               if not (out / shard_name(k)).exists()]
-    built_records = sum(min(shard_size, num_records - k * shard_size)
-                        for k in pending)
-    if verbose and pending and len(pending) < num_shards:
-        print(f'{out}: resuming, {num_shards - len(pending)} of {num_shards} '
-              f'shards already built')
-    job = partial(_featurize_record, seed=seed, remove_hs=remove_hs,
-                  max_atoms=max_atoms, optimize=optimize,
-                  time_limit=time_limit)
-    workers = min(workers or os.cpu_count() or 1, max(built_records, 1))
-    t0 = time.perf_counter()
-    if pending:
-        shards = pending_shards(_iter_records(inputs, limit), shard_size,
-                                set(pending).__contains__)
-        queue: deque = deque()
-        outputs = imap_isolated(job, queued(shards, queue), workers,
-                                chunksize=chunksize,
-                                time_limit=time_limit,
-                                initializer=single_thread,
-                                lookahead=shard_size)
-        with closing(outputs), tqdm(total=built_records, unit='mol',
-                                    desc='Building store',
-                                    disable=not progress,
-                                    smoothing=0.05) as bar:
-            run_shards(queue, outputs, bar, partial(_write_shard, out),
-                       lambda record: repr(record.smiles))
-    featurize_seconds = time.perf_counter() - t0
+    with dask_client(scheduler) as client:  # None: local processes
+        file_records = [sum(1 for _ in read_records(p)) for p in inputs]
+        if limit is not None:
+            left, capped = limit, []
+            for count in file_records:
+                capped.append(min(count, left))
+                left -= capped[-1]
+            file_records = capped
+        num_records = sum(file_records)
+        num_shards = math.ceil(num_records / shard_size)
+        pending = [k for k in range(num_shards)
+                   if not (out / shard_name(k)).exists()]
+        built_records = sum(min(shard_size, num_records - k * shard_size)
+                            for k in pending)
+        if verbose and pending and len(pending) < num_shards:
+            print(f'{out}: resuming, {num_shards - len(pending)} of '
+                  f'{num_shards} shards already built')
+        job = partial(_featurize_record, seed=seed, remove_hs=remove_hs,
+                      max_atoms=max_atoms, optimize=optimize,
+                      time_limit=time_limit)
+        workers = min(workers or os.cpu_count() or 1, max(built_records, 1))
+        t0 = time.perf_counter()
+        if pending:
+            shards = pending_shards(_iter_records(inputs, limit), shard_size,
+                                    set(pending).__contains__)
+            with tqdm(total=built_records, unit='mol', desc='Building store',
+                      disable=not progress, smoothing=0.05) as bar:
+                compute_shards(out, shards, job, _write_shard,
+                               lambda record: repr(record.smiles), bar,
+                               workers=workers, chunksize=chunksize,
+                               time_limit=time_limit, lookahead=shard_size,
+                               client=client)
+        featurize_seconds = time.perf_counter() - t0
     manifest = finalize(out, inputs, file_records, settings, num_shards, (),
                         FAILURE_COLUMNS)
     counts = manifest['counts']
@@ -299,10 +305,12 @@ def build_store(inputs: Union[PathLike, Sequence[PathLike]],
                            built_records, time.perf_counter() - start)
     if verbose:
         rate = built_records / featurize_seconds if featurize_seconds else 0
+        where = f'{workers} workers' if scheduler is None else \
+            f'Dask cluster {scheduler}'
         print(f'{out}: {counts["molecules"]} molecules in {num_shards} shards'
               f', {counts["failures"]} failures; featurized {built_records} '
               f'records in {featurize_seconds:.1f} s ({rate:.1f} mol/s, '
-              f'{workers} workers)')
+              f'{where})')
         print_failures(out, lambda row: f'{Path(row[0]).name}:{row[1]}: '
                                         f'{row[3]}')
     return summary

@@ -1,16 +1,21 @@
 r"""Writing a store: the steps that :func:`~pyg_unimol2.data.store.build_store`
 (SMILES inputs) and :func:`~pyg_unimol2.data.store.build_geometry_store`
 (structures) share: the build record and resume check, shards of fixed
-record ranges written atomically in a background thread, and ``index.h5``,
-``failures.csv`` and ``manifest.json`` made from the shards."""
+record ranges computed in local worker processes (written atomically in a
+background thread) or on a Dask cluster (:mod:`.dask_build`), and
+``index.h5``, ``failures.csv`` and ``manifest.json`` made from the
+shards."""
 import csv
 import json
 import os
 import platform
 import time
+import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
                     Tuple, Union)
@@ -20,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ...errors import ConfigError, MissingFileError
-from ..workers import ItemFailure
+from ..workers import ItemFailure, imap_isolated, single_thread
 from .format import (FORMAT_VERSION, MAX_STORE_ATOMS, LAYOUT_COLUMNS, PTR_COLUMNS, StoreError,
                      crc32, file_crc32, molecule_crc32, shard_name)
 
@@ -103,7 +108,9 @@ def write_shard(path: Path, k: int, first_record: int, num_records: int,
                 columns: Dict[str, np.ndarray],
                 failures: Dict[str, Union[np.ndarray, List[str]]],
                 labels: bool) -> None:
-    r"""Writes shard :obj:`k` atomically.
+    r"""Writes shard :obj:`k` atomically (to a ``.tmp`` file of its own,
+renamed: two processes that write the same shard at once, as a Dask task
+run twice may, do not mix their bytes).
 
     Args:
         molecules (list of dict): the packed molecules: ``graph``,
@@ -155,7 +162,7 @@ def write_shard(path: Path, k: int, first_record: int, num_records: int,
         mol_hash=np.array([m['mol_hash'] for m in molecules], np.uint64),
         scaffold_hash=np.array([m['scaffold_hash'] for m in molecules],
                                np.uint64))
-    tmp = path.with_name(path.name + '.tmp')
+    tmp = path.with_name(f'{path.name}.{uuid.uuid4().hex}.tmp')
     str_dtype = h5py.string_dtype('utf-8')
     with h5py.File(tmp, 'w') as f:
         f.attrs['format_version'] = FORMAT_VERSION
@@ -301,7 +308,37 @@ def run_shards(queue: deque, outputs: Iterator, bar: tqdm,
     return written, items
 
 
-def _versions() -> Dict[str, str]:
+def compute_shards(out: Path, shards: Iterator[Tuple[int, List[Any]]],
+                   job: Callable[[Any], Union[Dict[str, Any], str]],
+                   write: Callable[[Path, int, List[Result]], None],
+                   describe: Callable[[Any], str], bar: tqdm, *,
+                   workers: int, chunksize: int,
+                   time_limit: Optional[float], lookahead: int,
+                   client: Any = None) -> Tuple[int, int]:
+    """Featurizes the items of :obj:`shards` (see :func:`pending_shards`)
+    with :obj:`job` and writes each shard with ``write(out, shard,
+    results)``: in crash-safe local worker processes
+    (:func:`~pyg_unimol2.data.workers.imap_isolated` with :obj:`workers`,
+    :obj:`chunksize`, :obj:`time_limit` and :obj:`lookahead`, see
+    :func:`run_shards`) or, with a :class:`distributed.Client`
+    :obj:`client`, as one task per shard on its Dask cluster
+    (:func:`~.dask_build.dask_shards`). Returns the numbers of shards
+    written and of items featurized."""
+    if client is not None:
+        from .dask_build import dask_shards
+        return dask_shards(client, out, shards, job, write, describe, bar,
+                           chunksize=chunksize, time_limit=time_limit)
+    queue: deque = deque()
+    outputs = imap_isolated(job, queued(shards, queue), workers,
+                            chunksize=chunksize, time_limit=time_limit,
+                            initializer=single_thread, lookahead=lookahead)
+    with closing(outputs):
+        return run_shards(queue, outputs, bar, partial(write, out), describe)
+
+
+def library_versions() -> Dict[str, str]:
+    """Versions of the libraries a store depends on, as the manifest
+    records them."""
     from rdkit import __version__ as rdkit_version
 
     try:
@@ -419,7 +456,7 @@ def finalize(out: Path, inputs: Sequence[Path], file_records: List[int],
         format_version=FORMAT_VERSION,
         settings=settings,
         labels=list(labels),
-        versions=_versions(),
+        versions=library_versions(),
         inputs=[dict(path=str(p), records=n)
                 for p, n in zip(inputs, file_records)],
         counts=dict(records=int(sum(file_records)),
