@@ -27,17 +27,27 @@ RDKit molecule whose atoms and conformer follow the ``xyz`` order exactly:
 
 Stereo tags are not assigned here (neither copied from the template nor taken
 from 3D); that policy belongs to :func:`pyg_unimol2.data.featurize.from_mol`.
+
+XYZ *files* (plain or extended XYZ, one or several frames, gzipped too) are
+read by :func:`read_xyz_frames`; :func:`from_xyz_frame` featurizes a frame
+as RDKit reads a 3D SD record: atoms in file order, stereo from 3D.
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+import gzip
+import shlex
+from pathlib import Path
+from typing import (Dict, Iterator, List, NamedTuple, Optional, Sequence,
+                    Tuple, Union)
 
 import numpy as np
-from rdkit import Chem
+from rdkit import Chem, rdBase
 from rdkit.Chem import rdDetermineBonds, rdqueries
 from rdkit.Geometry import Point3D
 from torch_geometric.data import Data
 
-from .errors import (BondPerceptionError, EmptyMoleculeError, GraphMatchError,
-                     InvalidSmilesError, UnsupportedElementError)
+from ..errors import InputError
+from .errors import (BondPerceptionError, EmptyMoleculeError,
+                     FeaturizationError, GraphMatchError, InvalidSmilesError,
+                     TooManyAtomsError, UnsupportedElementError)
 from .featurize import from_mol
 
 _PT = Chem.GetPeriodicTable()
@@ -49,7 +59,8 @@ _MAX_MATCHES = 10000
 #: cross-ring contacts of bicyclo[1.1.1]pentane-like cages start at 1.17.
 CONTACT_RATIO = 1.15
 
-__all__ = ['mol_from_xyz', 'from_xyz']
+__all__ = ['mol_from_xyz', 'from_xyz', 'XYZFrame', 'read_xyz_frames',
+           'from_xyz_frame', 'XYZ_SUFFIXES']
 
 
 def _atomic_numbers(z, name: str) -> np.ndarray:
@@ -377,3 +388,179 @@ def from_xyz(z, pos, *, smiles: Optional[Union[str, Chem.Mol]] = None,
         name = smiles if isinstance(smiles, str) else 'xyz'
     mol = mol_from_xyz(z, pos, smiles=smiles, charge=charge, name=name)
     return from_mol(mol, name=name, remove_hs=remove_hs, max_atoms=max_atoms)
+
+
+# --------------------------------------------------------------------------
+# XYZ files.
+# --------------------------------------------------------------------------
+#: File endings read as XYZ files by :func:`read_xyz_frames`.
+XYZ_SUFFIXES = ('.xyz', '.extxyz', '.xyz.gz', '.extxyz.gz')
+
+#: Leading ``Properties=`` columns of an extended-XYZ frame that are read
+#: (element or atomic number, then the coordinates).
+_EXTXYZ_COLUMNS = ('species:S:1:pos:R:3', 'Z:I:1:pos:R:3')
+
+
+class XYZFrame(NamedTuple):
+    """One frame (molecule) of an XYZ file."""
+    index: int  #: 0-based frame index in the file
+    z: np.ndarray  #: atomic numbers ``[n]``
+    pos: np.ndarray  #: coordinates ``[n, 3]`` (Angstrom)
+    name: str  #: ``name=`` property, else the comment's other words
+    properties: Dict[str, str]  #: ``key=value`` pairs of the comment line
+    failure: Optional[str] = None  #: why the frame cannot be used
+
+    def get(self, key: str) -> Optional[str]:
+        """The property :obj:`key` (matched ignoring case), or
+        :obj:`None`."""
+        for k, value in self.properties.items():
+            if k.lower() == key.lower():
+                return value
+        return None
+
+
+def _comment(line: str) -> Tuple[Dict[str, str], List[str]]:
+    """The ``key=value`` pairs of an (extended-XYZ) comment line, with
+    quotes removed, and its other words."""
+    try:
+        tokens = shlex.split(line)
+    except ValueError:  # an unbalanced quote: a free-text title
+        return {}, line.split()
+    properties, words = {}, []
+    for token in tokens:
+        key, eq, value = token.partition('=')
+        if eq and key:
+            properties[key] = value
+        else:
+            words.append(token)
+    return properties, words
+
+
+def _frame(index: int, comment: str, lines: List[str]) -> XYZFrame:
+    properties, words = _comment(comment)
+    empty = (np.zeros(0, np.int64), np.zeros((0, 3)))
+    frame = XYZFrame(index, *empty, '', properties)
+    frame = frame._replace(name=frame.get('name') or ' '.join(words))
+    columns = frame.get('Properties')
+    if columns is not None and not columns.startswith(_EXTXYZ_COLUMNS):
+        return frame._replace(failure=(
+            f'extended-XYZ Properties={columns} (expected '
+            f'the element and the coordinates first: '
+            f'{" or ".join(_EXTXYZ_COLUMNS)})'))
+    pbc = (frame.get('pbc') or '').upper().split()
+    lattice = frame.get('Lattice') is not None  # periodic unless pbc says
+    if 'T' in pbc or (lattice and pbc != ['F', 'F', 'F']):
+        return frame._replace(failure='periodic (a Lattice or pbc): not '
+                              'supported by the Uni-Mol2 backbone')
+    symbols, pos = [], []
+    for k, line in enumerate(lines):
+        fields = line.split()
+        try:
+            pos.append([float(v) for v in fields[1:4]])
+            if len(fields) < 4:
+                raise ValueError('fewer than 4 fields')
+        except ValueError as e:
+            return frame._replace(failure=(
+                f'atom line {k + 1} {line.strip()!r} is not '
+                f'"element x y z" ({e})'))
+        symbols.append(int(fields[0]) if fields[0].isdigit() else fields[0])
+    try:
+        with rdBase.BlockLogs():
+            z = _atomic_numbers(symbols, frame.name or f'frame #{index + 1}')
+    except UnsupportedElementError as e:
+        return frame._replace(failure=e.detail)
+    return frame._replace(z=z, pos=np.asarray(pos, np.float64))
+
+
+def read_xyz_frames(path: Union[str, Path]) -> Iterator[XYZFrame]:
+    r"""The frames of an XYZ file, lazily: plain XYZ or extended XYZ, one
+    frame or several, optionally gzipped.
+
+    A frame is a count line (the number of atoms ``n``), a comment line and
+    ``n`` lines ``element x y z`` (element symbol in any case, or atomic
+    number; Angstrom; further columns are ignored). Blank lines between
+    frames are skipped. The comment line's ``key=value`` pairs (extended
+    XYZ; values may be quoted) are the frame's :attr:`XYZFrame.properties`;
+    ``smiles=`` (a template for bond orders and charges), ``charge=`` (total
+    charge) and ``name=`` are read by :func:`from_xyz_frame`, any other is a
+    label (:class:`~pyg_unimol2.datasets.XYZDataset`). Without ``name=``,
+    the comment's other words name the frame.
+
+    A frame that cannot be used is yielded with :attr:`XYZFrame.failure`
+    set: an atom line that is not ``element x y z``, an unknown element, an
+    extended-XYZ ``Properties=`` that does not start with the element and
+    the coordinates, a periodic frame (``Lattice=`` or ``pbc`` with ``T``),
+    or a truncated last frame.
+
+    Raises:
+        InputError: a count line that is not a number of atoms (the file is
+            not XYZ: later frames cannot be found), or a file that is not
+            text, naming the file and the line.
+    """
+    path = Path(path)
+    opener = gzip.open if path.name.lower().endswith('.gz') else open
+    try:
+        with opener(path, 'rt', encoding='utf-8-sig') as f:
+            lines = enumerate(f, 1)
+            index = 0
+            for number, line in lines:
+                if not line.strip():
+                    continue
+                count = line.strip()
+                if not count.isdigit():
+                    raise InputError(
+                        f'{path}: line {number}: {count[:40]!r} is not the '
+                        f'atom count of frame {index}; give an XYZ file (a '
+                        f'count line, a comment line and one "element x y '
+                        f'z" line per atom, for each frame)')
+                block = [text for _, text in zip(range(int(count) + 1),
+                                                  (t for _, t in lines))]
+                if len(block) < int(count) + 1:
+                    empty = (np.zeros(0, np.int64), np.zeros((0, 3)))
+                    yield XYZFrame(index, *empty, '', {}, failure=(
+                        f'truncated frame ({max(len(block) - 1, 0)} of '
+                        f'{count} atom lines)'))
+                    return
+                yield _frame(index, block[0], block[1:])
+                index += 1
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise InputError(f'{path}: cannot be read as an XYZ text file '
+                         f'({e})') from None
+
+
+def from_xyz_frame(frame: XYZFrame, *, remove_hs: bool = True,
+                   max_atoms: int = 256) -> Data:
+    r"""Featurizes a frame of :func:`read_xyz_frames` with its own
+    coordinates, atoms in file order, as
+    :class:`~pyg_unimol2.datasets.SDFDataset` does an SD record: the
+    molecule of :func:`mol_from_xyz` (template: the ``smiles=`` property;
+    total charge: ``charge=``), with stereo tags assigned from the 3D
+    coordinates (``Chem.AssignStereochemistryFrom3D``, as RDKit does for a
+    3D SD record), then :func:`~pyg_unimol2.data.featurize.from_mol`.
+    Without ``smiles=`` the frame must hold every hydrogen: bonds and bond
+    orders are perceived from the coordinates.
+
+    Raises:
+        FeaturizationError: the frame's failure, a ``charge=`` that is not
+            an integer, more than :obj:`max_atoms` heavy atoms (before bond
+            perception), or an error of :func:`mol_from_xyz` /
+            :func:`~pyg_unimol2.data.featurize.from_mol`; each names the
+            frame (its name, else ``frame #<index + 1>``).
+    """
+    label = frame.name or f'frame #{frame.index + 1}'
+    if frame.failure is not None:
+        raise FeaturizationError(label, frame.failure)
+    raw = frame.get('charge')
+    try:
+        charge = None if raw is None else int(raw)
+    except ValueError:
+        raise FeaturizationError(label, f'charge={raw!r} is not an '
+                                 f'integer') from None
+    kept = int((frame.z != 1).sum()) if remove_hs else len(frame.z)
+    if kept > max_atoms:
+        raise TooManyAtomsError(label, f'{kept} > max_atoms={max_atoms}')
+    mol = mol_from_xyz(frame.z, frame.pos, smiles=frame.get('smiles') or None,
+                       charge=charge, name=label)
+    Chem.AssignStereochemistryFrom3D(mol)
+    return from_mol(mol, name=frame.name or None, remove_hs=remove_hs,
+                    max_atoms=max_atoms)

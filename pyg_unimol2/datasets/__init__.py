@@ -12,6 +12,7 @@ from .hdf5 import HDF5MoleculeDataset
 from .qm9 import QM9, QM9_TARGETS
 from .tabular import LabelledMoleculeDataset, TabularDataset
 from .sdf import SDFDataset
+from .xyz import XYZDataset
 from .b3db import B3DB, B3DB_TASKS
 from .moleculeace import MOLECULEACE_TARGETS, MoleculeACE
 from .freesolv import FREESOLV_TASKS, FreeSolv
@@ -19,7 +20,8 @@ from .freesolv import FREESOLV_TASKS, FreeSolv
 __all__ = ['QM9', 'QM9_TARGETS', 'COMPAS1D', 'COMPAS1D_TARGETS',
            'HDF5MoleculeDataset',
            'SelectTargets', 'load_property_dataset']
-__all__ += ['TabularDataset', 'SDFDataset', 'LabelledMoleculeDataset',
+__all__ += ['TabularDataset', 'SDFDataset', 'XYZDataset',
+            'LabelledMoleculeDataset',
             'B3DB', 'B3DB_TASKS', 'MoleculeACE', 'MOLECULEACE_TARGETS',
             'FreeSolv', 'FREESOLV_TASKS']
 

@@ -12,13 +12,15 @@ from typing import (IO, Callable, Dict, Iterator, List, Optional, Sequence,
                     Tuple, Union)
 
 import numpy as np
+from torch_geometric.data import Data
 from tqdm import tqdm
 
 from ..errors import InputError
 from ..tasks import Task
 from .tabular import LabelledMoleculeDataset, Record, resolve_column
 
-__all__ = ['SDFDataset', 'SDF_SUFFIXES']
+__all__ = ['SDFDataset', 'SDF_SUFFIXES', 'read_sd_records', 'has_3d',
+           'atom_map_or_reason']
 
 #: File endings read by :class:`SDFDataset`.
 SDF_SUFFIXES = ('.sdf', '.sd', '.mol', '.sdf.gz', '.sd.gz')
@@ -106,11 +108,8 @@ class SDFDataset(LabelledMoleculeDataset):
                 'split_prop': self.split_prop}
 
     def _read(self) -> Tuple[List[Record], List[str]]:
-        from rdkit import rdBase
         source = osp.basename(self.path)
-        opener = gzip.open if self.path.endswith('.gz') else open
-        with opener(self.path, 'rb') as f, rdBase.BlockLogs():
-            parsed = [_parse_record(block) for block in _split_records(f)]
+        parsed = list(read_sd_records(self.path))
         props = sorted({p for _, values, _ in parsed if values is not None
                         for p in values if p != '_Name'})
 
@@ -138,7 +137,7 @@ class SDFDataset(LabelledMoleculeDataset):
                 cells={p: get(values, p) for p in task_props},
                 extra={c: get(values, p) for c, p in extra.items()},
                 payload=mol)
-            if not _has_3d(mol):
+            if not has_3d(mol):
                 record.failure = 'no 3D conformer'
             records.append(record)
         return records, task_props
@@ -160,22 +159,51 @@ class SDFDataset(LabelledMoleculeDataset):
                 out.append(str(e))
                 continue
             record.smiles = data.smiles
-            n = record.n_atoms = mol.GetNumAtoms()
-            if self.remove_hs:
-                atom_map = [a.GetIdx() for a in mol.GetAtoms()
-                            if a.GetAtomicNum() != 1]
-            else:
-                atom_map = list(range(n)) + [-1] * (data.num_nodes - n)
-            if len(atom_map) != data.num_nodes:  # Not expected; be safe.
-                out.append(f'atom mapping failed: {len(atom_map)} mapped '
-                           f'atoms for {data.num_nodes} featurized ones')
-                continue
+            record.n_atoms = mol.GetNumAtoms()
             record.payload = None  # Free the molecule.
-            out.append((data, atom_map))
+            out.append(atom_map_or_reason(
+                data, [a.GetAtomicNum() for a in mol.GetAtoms()],
+                self.remove_hs))
         return out
 
     def _atom_unit(self) -> str:
         return 'atom of the SD record, in file order'
+
+
+def atom_map_or_reason(data: Data, atomic_numbers: Sequence[int],
+                       remove_hs: bool
+                       ) -> Union[str, Tuple[Data, List[int]]]:
+    """``(data, atom map)`` of a molecule featurized from a file's atoms
+    (:obj:`atomic_numbers`, in file order): for each atom of :obj:`data`,
+    the index of its file atom (``-1``: a hydrogen added for an implicit
+    one). With :obj:`remove_hs` these are the heavy atoms in file order,
+    else every file atom followed by the added hydrogens. A reason string
+    if the counts do not agree (not expected)."""
+    n = len(atomic_numbers)
+    if remove_hs:
+        atom_map = [i for i, a in enumerate(atomic_numbers) if a != 1]
+    else:
+        atom_map = list(range(n)) + [-1] * (data.num_nodes - n)
+    if len(atom_map) != data.num_nodes:
+        return (f'atom mapping failed: {len(atom_map)} mapped atoms for '
+                f'{data.num_nodes} featurized ones')
+    return data, atom_map
+
+
+def read_sd_records(path: str) -> Iterator[Tuple[object,
+                                                 Optional[Dict[str, str]],
+                                                 Optional[str]]]:
+    """The records of the SD file :obj:`path` (optionally gzipped), lazily:
+    ``(molecule, properties, None)`` (RDKit's
+    ``ForwardSDMolSupplier(removeHs=False)``, atoms in file order;
+    properties by name, the title line as ``_Name``) or ``(None, None,
+    why it failed)``, one per ``$$$$``-terminated record (see
+    :func:`_split_records`), RDKit's log silenced."""
+    from rdkit import rdBase
+    opener = gzip.open if str(path).lower().endswith('.gz') else open
+    with opener(path, 'rb') as f, rdBase.BlockLogs():
+        for block in _split_records(f):
+            yield _parse_record(block)
 
 
 def _split_records(f: IO[bytes]) -> Iterator[bytes]:
@@ -220,7 +248,7 @@ def _parse_record(block: bytes) -> Tuple[object, Optional[Dict[str, str]],
     return mol, values, None
 
 
-def _has_3d(mol) -> bool:
+def has_3d(mol) -> bool:
     """Whether :obj:`mol` has a 3D conformer: some z coordinate is not 0,
     or the block is flagged 3D and not all coordinates are 0."""
     if mol.GetNumConformers() == 0:

@@ -17,7 +17,7 @@ command-line flags or a config file (``.toml`` / ``.json``).
 
     [[datasets]]
     name = "mine"
-    path = "my_molecules.csv"   # .csv/.tsv(.gz) or .sdf(.gz)
+    path = "my_molecules.csv"   # .csv/.tsv(.gz), .sdf(.gz) or .xyz(.gz)
     smiles_col = "SMILES"
     targets = "active:classification,pIC50:regression"
     weight = 0.5
@@ -168,7 +168,8 @@ def open_dataset(spec: DatasetSpec, root: str, *,
         layout of the tasks, and the tasks (classes filled in).
     """
     from . import (B3DB, FreeSolv, MoleculeACE, SDFDataset, TabularDataset,
-                   load_property_dataset)
+                   XYZDataset, load_property_dataset)
+    from .files import file_kind
     from .qm9 import QM9_TARGETS
     from .compas1d import COMPAS1D_TARGETS
 
@@ -208,8 +209,11 @@ def open_dataset(spec: DatasetSpec, root: str, *,
             raise ConfigError(f"dataset '{spec.name}' ({spec.path}): give "
                               f"its targets (e.g. --targets "
                               f"'col:regression')")
-        if str(spec.path).lower().endswith(('.sdf', '.sdf.gz', '.sd')):
+        if file_kind(spec.path) == 'sdf':
             dataset = SDFDataset(folder, spec.path, tasks,
+                                 split_prop=spec.split_col, progress=progress)
+        elif file_kind(spec.path) == 'xyz':
+            dataset = XYZDataset(folder, spec.path, tasks,
                                  split_prop=spec.split_col, progress=progress)
         else:
             dataset = TabularDataset(folder, spec.path, tasks,

@@ -1,126 +1,61 @@
-"""Batched prediction with a fine-tuned task model for molecules in a file:
-SMILES lists (``.smi``/``.txt``), tables (``.csv``/``.tsv``, gzipped too)
-and SD files (their conformers used as given)."""
+"""Batched prediction with a fine-tuned task model for the molecules of an
+input file (read by :mod:`pyg_unimol2.train.inputs`: SMILES lists, tables,
+SD and XYZ files), averaged over conformers when there are several."""
 import csv
-import gzip
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
+from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
-from ..data.errors import FeaturizationError
-from ..data.featurize import (Failure, FeaturizeResult, featurize_smiles,
-                              from_mol, write_failures)
-from ..errors import InputError, MissingFileError
 from ..models.multitask import TaskModel
+from .conformers import average_by_molecule
+from .inputs import MoleculeInputs, write_input_report
 
-__all__ = ['read_smiles', 'read_molecules', 'predict_molecules',
-           'write_predictions']
-
-SDF_ENDINGS = ('.sdf', '.sd', '.sdf.gz', '.sd.gz')
-
-
-def read_smiles(path: Union[str, Path],
-                smiles_col: Optional[str] = None) -> List[str]:
-    """SMILES from a ``.smi``/``.txt`` file (first whitespace-separated field
-    of each line) or a table (``.csv``/``.tsv``, optionally gzipped; column
-    :obj:`smiles_col`, else ``smiles`` in any case, else the first
-    column).
-
-    Raises:
-        MissingFileError: no such file (a ``FileNotFoundError``).
-        TaskError: the SMILES column is not in the table (naming the
-            columns it has).
-    """
-    from ..datasets.tabular import read_table, resolve_column
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f'SMILES file {path}: no such file (check '
-                               f'the path given to --smiles)')
-    name = path.name.lower()
-    if name.endswith(('.csv', '.tsv', '.csv.gz', '.tsv.gz')):
-        header, rows, _ = read_table(str(path))
-        if smiles_col is None:
-            lower = [h.lower() for h in header]
-            col = lower.index('smiles') if 'smiles' in lower else 0
-        else:
-            col = header.index(resolve_column(smiles_col, header, str(path)))
-        return [row[col].strip() for row in rows]
-    opener = gzip.open if name.endswith('.gz') else open
-    try:
-        with opener(path, 'rt') as f:
-            return [line.split()[0] for line in f if line.strip()]
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise InputError(f'SMILES file {path} cannot be read as text ({e}); '
-                         f'give a .smi/.txt file with one SMILES per line '
-                         f'or a .csv/.tsv table') from None
-
-
-def _read_sdf(path: Path, max_atoms: int) -> Tuple[List[str], FeaturizeResult]:
-    from rdkit import Chem, rdBase
-    result, names = FeaturizeResult(), []
-    opener = gzip.open if path.name.lower().endswith('.gz') else open
-    with opener(path, 'rb') as f, rdBase.BlockLogs():
-        for i, mol in enumerate(Chem.ForwardSDMolSupplier(f, removeHs=False)):
-            if mol is None:
-                names.append('')
-                result.failures.append(Failure(i, '', f'record {i}: RDKit '
-                                               f'could not read it'))
-                continue
-            name = mol.GetProp('_Name') if mol.HasProp('_Name') else ''
-            try:
-                data = from_mol(mol, name=name or None, max_atoms=max_atoms)
-            except FeaturizationError as e:
-                names.append(name)
-                result.failures.append(Failure(i, name, f'record {i}: {e}'))
-                continue
-            names.append(data.smiles)
-            result.data.append(data)
-            result.indices.append(i)
-    return names, result
-
-
-def read_molecules(path: Union[str, Path], smiles_col: Optional[str] = None,
-                   seed: int = 0, workers: Optional[int] = None,
-                   max_atoms: int = 256) -> Tuple[List[str], FeaturizeResult]:
-    """The molecules of a file, featurized: SMILES are embedded (ETKDG +
-    MMFF, seeded), SD records keep their own conformer and atom order.
-
-    Returns:
-        (List[str], FeaturizeResult): one identifier per input entry (the
-        SMILES, or an SD record's SMILES) and the featurized molecules with
-        the failures (skipped, with reasons).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f'SMILES file {path}: no such file (check '
-                               f'the path given to --smiles)')
-    if path.name.lower().endswith(SDF_ENDINGS):
-        return _read_sdf(path, max_atoms)
-    smiles = read_smiles(path, smiles_col)
-    return smiles, featurize_smiles(smiles, workers=workers, seed=seed,
-                                    max_atoms=max_atoms)
+__all__ = ['predict_molecules', 'write_predictions']
 
 
 @torch.no_grad()
-def predict_molecules(model: TaskModel, result: FeaturizeResult,
+def predict_molecules(model: TaskModel, molecules: Sequence[Data],
                       dataset: Optional[str] = None, batch_size: int = 64,
-                      device: str = 'cpu') -> Dict[str, torch.Tensor]:
+                      device: str = 'cpu', progress: bool = True
+                      ) -> Dict[str, torch.Tensor]:
     """Predictions of every task of :obj:`dataset` (default: the model's
-    first) for the molecules of :obj:`result`, in their order: label units
-    for regression, probabilities for classification."""
+    first) for :obj:`molecules`: label units for regression, probabilities
+    for classification. Items that carry ``mol`` (the conformers of
+    :func:`~pyg_unimol2.train.inputs.conformer_views`) are averaged per
+    molecule, as fine-tuning evaluation does
+    (:func:`~pyg_unimol2.train.conformers.average_by_molecule`), and so are
+    atom-level predictions per atom; rows follow the molecules (and their
+    atoms) in order."""
     dataset = dataset or model.default_dataset
     model = model.to(device).eval()
     tasks = model.groups[dataset]
     outputs: Dict[str, List[torch.Tensor]] = {t.name: [] for t in tasks}
-    for batch in tqdm(DataLoader(result.data, batch_size=batch_size),
-                      desc='predict', unit='batch'):
+    keys: Dict[str, List[torch.Tensor]] = {'molecule': [], 'atom': []}
+    offset = 0
+    for batch in tqdm(DataLoader(list(molecules), batch_size=batch_size),
+                      desc='predict', unit='batch', disable=not progress):
+        mol = batch.mol if 'mol' in batch else \
+            offset + torch.arange(batch.num_graphs)
+        offset += batch.num_graphs
+        atom = torch.arange(batch.num_nodes) - batch.ptr[batch.batch]
+        keys['molecule'].append(mol)
+        keys['atom'].append(torch.stack([mol[batch.batch], atom], dim=1))
         for name, value in model.predict(batch.to(device), dataset).items():
             outputs[name].append(value.float().cpu())
-    return {t.name: torch.cat(outputs[t.name]) if outputs[t.name] else
-            torch.zeros(0, t.num_outputs) for t in tasks}
+    out = {}
+    for task in tasks:
+        if not outputs[task.name]:
+            out[task.name] = torch.zeros(0, task.num_outputs)
+            continue
+        key = torch.cat(keys[task.level])
+        _, group = torch.unique(key, dim=0, return_inverse=True)
+        out[task.name] = average_by_molecule(torch.cat(outputs[task.name]),
+                                             group)
+    return out
 
 
 def _columns(model: TaskModel, dataset: str) -> List[str]:
@@ -137,23 +72,32 @@ def _columns(model: TaskModel, dataset: str) -> List[str]:
     return names
 
 
-def write_predictions(path: Union[str, Path], identifiers: Sequence[str],
-                      preds: Dict[str, torch.Tensor], result: FeaturizeResult,
-                      model: TaskModel, dataset: Optional[str] = None
-                      ) -> None:
-    """Writes ``index,smiles`` and the molecule-level predictions (one column
-    per regression target, ``<label>_prob`` per binary / multi-label
-    column, ``<task>_prob_<class>`` per class) of the good molecules, and
-    the failures next to it as ``<path>.failures.csv``."""
+def write_predictions(path: Union[str, Path], inputs: MoleculeInputs,
+                      preds: Dict[str, torch.Tensor], model: TaskModel,
+                      dataset: Optional[str] = None) -> List[str]:
+    """Writes ``index,smiles`` (``index,smiles,name`` when the file names
+    its molecules) and the molecule-level predictions (one column per
+    regression target, ``<label>_prob`` per binary / multi-label column,
+    ``<task>_prob_<class>`` per class) of the molecules of :obj:`inputs`,
+    and the skipped and cropped ones next to it
+    (:func:`~pyg_unimol2.train.inputs.write_input_report`).
+
+    Returns:
+        List[str]: the report lines to print.
+    """
     dataset = dataset or model.default_dataset
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tasks = [t for t in model.groups[dataset] if t.level == 'molecule']
+    molecules = inputs.result.data
+    named = any(d.name for d in molecules)
     with open(path, 'w', newline='') as f:
         writer = csv.writer(f)
-        writer.writerow(['index', 'smiles', *_columns(model, dataset)])
-        for row, i in enumerate(result.indices):
+        writer.writerow(['index', 'smiles', *(['name'] if named else []),
+                         *_columns(model, dataset)])
+        for row, (i, data) in enumerate(zip(inputs.result.indices,
+                                            molecules)):
             values = [v for t in tasks for v in preds[t.name][row].tolist()]
-            writer.writerow([i, identifiers[i], *(f'{v:.6g}' for v in values)])
-    if result.failures:
-        write_failures(result.failures, path.with_suffix('.failures.csv'))
+            writer.writerow([i, data.smiles, *([data.name] if named else []),
+                             *(f'{v:.6g}' for v in values)])
+    return write_input_report(inputs, path)
