@@ -12,8 +12,9 @@ DESCRIPTION = (
     'masked-atom, coordinate and distance objectives. Settings come from '
     'the defaults (the paper), then --config, then the flags. Launch with '
     'torchrun for DDP (NCCL on GPU, gloo on CPU), e.g. torchrun '
-    '--nproc_per_node=2 -m pyg_unimol2.pretrain --store STORE. Rerunning '
-    'with the same --out resumes from its newest checkpoint.')
+    '--nproc_per_node=2 -m pyg_unimol2.pretrain --store STORE; add --fsdp '
+    'to shard the model over the ranks (FSDP2) instead. Rerunning with the '
+    'same --out resumes from its newest checkpoint.')
 
 
 def add_parser(subparsers: argparse._SubParsersAction

@@ -74,7 +74,13 @@ class PretrainConfig:
         device (str, optional): ``'cpu'`` or ``'cuda'`` (default: CUDA if
             available); under ``torchrun`` each rank uses ``cuda:LOCAL_RANK``.
         seed (int): seed of initialisation, sampling and corruption.
-        num_workers (int): DataLoader worker processes per rank.
+        num_workers (int, optional): DataLoader worker processes per rank
+            that collate batches ahead of the step, persistent over the run
+            (:class:`~pyg_unimol2.data.prefetch.EpochLoader`); batch order
+            and content do not depend on it. (default: :obj:`None`:
+            ``min(2, cores per rank - 1)``,
+            :func:`~pyg_unimol2.data.prefetch.default_workers`; ``0``: the
+            main process collates)
         threads (int, optional): PyTorch CPU threads per rank.
         progress (bool): progress bar on rank 0.
         strict (bool): stop at the first molecule of the store that fails
@@ -91,9 +97,11 @@ class PretrainConfig:
             ``'temperature'``, ``'proportional'`` or ``'uniform'``.
         temperature (float): :math:`T` of temperature sampling over
             domains, :math:`p_d \propto n_d^{1/T}` (JMP: ``2``).
-        init_from (str, optional): a checkpoint (any format) whose backbone
-            the run starts from, e.g. to fine-tune a pretrained model on a
-            new domain.
+        init_from (str, optional): a checkpoint (any format, ``hub:84M``
+            too) whose backbone the run starts from: energy/force runs with
+            fresh or kept heads, e.g. to fine-tune on a new domain;
+            masked-atom runs with its masked-atom head where it has one, to
+            go on pretraining.
         keep_heads (dict): ``{domain: pretrained domain}``: start the heads
             of a domain from those of a domain of :obj:`init_from`, weights
             and statistics, so that its first predictions are the
@@ -105,6 +113,9 @@ class PretrainConfig:
         ema_decay (float): decay of an exponential moving average of the
             weights, used for validation and saved in checkpoints (``0``:
             none).
+        fsdp (bool): shard parameters, gradients and optimizer state over
+            the ranks (FSDP2, :mod:`~pyg_unimol2.pretrain.sharding`) instead
+            of replicating them (DDP); sharded checkpoints.
     """
     store: str = ''
     out: str = 'runs/pretrain'
@@ -132,7 +143,7 @@ class PretrainConfig:
     precision: str = 'fp32'
     device: Optional[str] = None
     seed: int = 0
-    num_workers: int = 0
+    num_workers: Optional[int] = None
     threads: Optional[int] = None
     progress: bool = True
     strict: bool = False
@@ -144,6 +155,7 @@ class PretrainConfig:
     keep_heads: Dict[str, str] = field(default_factory=dict)
     layer_decay: float = 1.0
     ema_decay: float = 0.0
+    fsdp: bool = False
 
     def __post_init__(self):
         if isinstance(self.objective, dict):

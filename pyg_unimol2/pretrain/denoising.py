@@ -11,7 +11,7 @@ step and micro-batch, and the loss of
 :func:`~pyg_unimol2.pretrain.objectives.pretrain_loss`.
 """
 from dataclasses import replace
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -21,6 +21,7 @@ from torch_geometric.data import Batch, Data
 
 from ..checkpoints import load_backbone, pretrain_state
 from ..data.dense import DenseBatch, to_dense
+from ..data.prefetch import EpochLoader, resolve_workers
 from ..data.samplers import DynamicBatchSampler, ScaffoldTemperatureSampler
 from ..datasets.hdf5 import HDF5MoleculeDataset
 from ..models.unimol2 import UniMol2
@@ -188,13 +189,13 @@ def validate(model: UniMol2, loader: DataLoader, objective: ObjectiveConfig,
 
 
 def _data(config: PretrainConfig, rank: int, world: int
-          ) -> Tuple[DynamicBatchSampler,
-                     Callable[[List[List[int]]], DataLoader],
-                     Optional[DataLoader]]:
-    """This rank's training batch sampler, a loader factory for a list of
-    its batches, and its validation loader (:obj:`None` if the validation
-    split is empty)."""
+          ) -> Tuple[DynamicBatchSampler, EpochLoader, Optional[DataLoader]]:
+    """This rank's training batch sampler, the loader of a list of its
+    batches, and its validation loader (:obj:`None` if the validation
+    split is empty). Training batches stay on the host: the main process
+    corrupts them (seeded by step) before they go to the device."""
     collate = Collate(with_2d=config.objective.use_2d_prob > 0)
+    workers = resolve_workers(config.num_workers)
     limits = dict(max_tokens=config.max_tokens or None,
                   max_pairs=config.max_pairs or None,
                   max_batch_size=config.max_batch_size or None)
@@ -214,10 +215,7 @@ def _data(config: PretrainConfig, rank: int, world: int
         train_set.num_atoms, **limits, sampler=inner,
         bucket_size=config.bucket_size, num_replicas=world, rank=rank,
         seed=config.seed, drop_last=True)
-
-    def make_loader(batches: List[List[int]]) -> DataLoader:
-        return DataLoader(train_set, batch_sampler=batches,
-                          collate_fn=collate, num_workers=config.num_workers)
+    loader = EpochLoader(train_set, collate, workers, torch.device('cpu'))
 
     valid_loader = None
     if len(valid_set) > 0:
@@ -227,9 +225,8 @@ def _data(config: PretrainConfig, rank: int, world: int
             valid_set.num_atoms, **valid_limits, shuffle=False,
             num_replicas=world, rank=rank, seed=config.seed)
         valid_loader = DataLoader(valid_set, batch_sampler=valid_sampler,
-                                  collate_fn=collate,
-                                  num_workers=config.num_workers)
-    return sampler, make_loader, valid_loader
+                                  collate_fn=collate, num_workers=workers)
+    return sampler, loader, valid_loader
 
 
 class DenoisingRecipe:
@@ -252,7 +249,7 @@ class DenoisingRecipe:
     def __init__(self, config: PretrainConfig, rank: int, world: int,
                  device: torch.device) -> None:
         self.config, self.device = config, device
-        self.sampler, self.make_loader, self.valid_loader = _data(
+        self.sampler, self.loader, self.valid_loader = _data(
             config, rank, world)
         torch.manual_seed(config.seed)
         self.model = (UniMol2.from_preset(config.preset)

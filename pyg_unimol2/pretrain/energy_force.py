@@ -34,6 +34,7 @@ from torch_geometric.data import Batch, Data
 from ..checkpoints import (load_backbone, load_energy_force_model,
                            pretrain_state)
 from ..data.dense import DenseBatch, to_dense
+from ..data.prefetch import EpochLoader, resolve_workers
 from ..data.samplers import DatasetMixSampler, DynamicBatchSampler
 from ..datasets.hdf5 import HDF5MoleculeDataset
 from ..errors import ConfigError
@@ -165,11 +166,12 @@ def _limits(config: PretrainConfig) -> Dict[str, Optional[int]]:
 
 
 def domain_data(config: PretrainConfig, domains: Sequence[Domain], rank: int,
-                world: int):
-    """This rank's mixed training batches, a loader factory, the training
-    datasets and the validation loader of every domain (:obj:`None` for an
-    empty split)."""
+                world: int, device: torch.device):
+    """This rank's mixed training batches, the loader of a list of them
+    (delivering on :obj:`device`), the training datasets and the validation
+    loader of every domain (:obj:`None` for an empty split)."""
     on_corrupt = 'raise' if config.strict else 'skip'
+    workers = resolve_workers(config.num_workers)
 
     def split(domain: Domain, which: str) -> HDF5MoleculeDataset:
         if domain.valid_store is None:
@@ -188,11 +190,7 @@ def domain_data(config: PretrainConfig, domains: Sequence[Domain], rank: int,
     mix = DatasetMixSampler(samplers, [len(t) for t in train],
                             mode=config.mix, temperature=config.temperature,
                             seed=config.seed)
-    pool = _Domains(train)
-
-    def make_loader(batches: List[List[Tuple[int, int]]]) -> DataLoader:
-        return DataLoader(pool, batch_sampler=batches, collate_fn=collate,
-                          num_workers=config.num_workers)
+    loader = EpochLoader(_Domains(train), collate, workers, device)
 
     valid_loaders = []
     for k, v in enumerate(valid):
@@ -207,8 +205,8 @@ def domain_data(config: PretrainConfig, domains: Sequence[Domain], rank: int,
         keys = [[(k, i) for i in b] for b in sampler]
         valid_loaders.append(DataLoader(_Domains(valid), batch_sampler=keys,
                                         collate_fn=collate,
-                                        num_workers=config.num_workers))
-    return _MixedBatches(mix), make_loader, train, valid_loaders
+                                        num_workers=workers))
+    return _MixedBatches(mix), loader, train, valid_loaders
 
 
 def domain_statistics(dataset: HDF5MoleculeDataset) -> EnergyForceStats:
@@ -286,8 +284,8 @@ class EnergyForceRecipe:
                  device: torch.device) -> None:
         self.config, self.device = config, device
         self.domains = domains_of(config)
-        self.sampler, self.make_loader, train, self.valid_loaders = \
-            domain_data(config, self.domains, rank, world)
+        self.sampler, self.loader, train, self.valid_loaders = \
+            domain_data(config, self.domains, rank, world, device)
         torch.manual_seed(config.seed)
         self.model = _initial_model(config, self.domains).to(device)
         for domain, dataset in zip(self.domains, train):
@@ -297,8 +295,8 @@ class EnergyForceRecipe:
 
     def prepare(self, item: EnergyForceBatch,
                 generator: torch.Generator) -> EnergyForceBatch:
-        """The micro-batch on the device (no randomness)."""
-        return item.to(self.device)
+        """The micro-batch, already on the device (no randomness)."""
+        return item
 
     def _terms(self, model: torch.nn.Module, batch: EnergyForceBatch
                ) -> Tuple[Tensor, Dict[str, Tensor]]:

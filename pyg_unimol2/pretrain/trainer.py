@@ -31,9 +31,22 @@ joint multi-domain pretraining on energies and forces
 (:class:`~pyg_unimol2.pretrain.energy_force.EnergyForceRecipe`, when the
 run names ``domains``).
 
+With :obj:`fsdp` the model is sharded instead (FSDP2,
+:mod:`~pyg_unimol2.pretrain.sharding`): every rank saves its shards into
+one checkpoint directory per step, resumes from the newest intact one, and
+rank 0 consolidates the last into ``OUT/consolidated.pt`` at the end.
+
+Every rank's batches are read and collated ahead of the step by
+:obj:`num_workers` persistent DataLoader worker processes
+(:class:`~pyg_unimol2.data.prefetch.EpochLoader`; what a batch holds does
+not depend on their number); the share of the step time spent waiting for
+them is logged every :obj:`log_every` steps (``data_wait``,
+:class:`~pyg_unimol2.train.data_wait.DataWait`).
+
 Rank 0 alone writes checkpoints (:class:`~pyg_unimol2.checkpoints.CheckpointWriter`),
-TensorBoard logs, ``metrics.jsonl`` (one line per step, one per validation)
-and the progress bar.
+TensorBoard logs, ``metrics.jsonl`` (one line per step, one per validation),
+``learning_curves.png`` (:class:`~pyg_unimol2.plots.LearningCurves`, after
+every validation and at the end) and the progress bar.
 """
 import json
 import os
@@ -42,12 +55,11 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -55,11 +67,15 @@ from ..checkpoints import (CheckpointWriter, read_checkpoint,
                            resume_checkpoint)
 from ..data.samplers import DynamicBatchSampler
 from ..data.store import StoreError
+from ..plots import LearningCurves
+from ..train.data_wait import DataWait
 from ..train.ema import ExponentialMovingAverage
 from ..train.loop import lr_lambda, seed_of, truncate_metrics
 from ..train.optim import layerwise_lr_groups
 from .config import PretrainConfig
 from .denoising import Collate, DenoisingRecipe, coords_2d, train_step
+from .sharding import (CONSOLIDATED, ShardedCheckpoints, check_fsdp,
+                       consolidate, shard_model)
 
 __all__ = ['pretrain', 'train_step', 'Collate', 'coords_2d']
 
@@ -69,19 +85,20 @@ def _is_dist() -> bool:
 
 
 def _micro_batches(sampler: DynamicBatchSampler,
-                   make_loader: Callable[[List[List[int]]], DataLoader],
+                   loader: Callable[[List[List[Any]]], Iterator[Any]],
                    epoch: int, start: int
                    ) -> Iterator[Tuple[int, int, Tuple]]:
     """Endless ``(epoch, next position, item)`` from position ``start`` of
-    :obj:`epoch` on; batches whose molecules were all skipped as damaged are
-    passed over (a whole epoch of them is an error)."""
+    :obj:`epoch` on (:obj:`loader` collates a list of batches); batches
+    whose molecules were all skipped as damaged are passed over (a whole
+    epoch of them is an error)."""
     while True:
         sampler.set_epoch(epoch)
         batches = list(sampler)
         if not batches:
             raise ValueError('the sampler gives this rank no batches')
         readable = False
-        for i, item in enumerate(make_loader(batches[start:]), start + 1):
+        for i, item in enumerate(loader(batches[start:]), start + 1):
             if item is not None:
                 readable = True
                 yield epoch, i, item
@@ -130,10 +147,14 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
         dict: the last step's metrics (those of :func:`train_step`, plus
         ``lr``, ``skipped_steps`` so far and ``molecules_per_s``, all
         logged every step to ``metrics.jsonl`` and every
-        :obj:`config.log_every` steps to TensorBoard under ``train/``), and
-        the last validation metrics prefixed ``valid_`` (TensorBoard:
-        ``valid/``), if the validation split is not empty.
+        :obj:`config.log_every` steps to TensorBoard under ``train/``), the
+        last validation metrics prefixed ``valid_`` (TensorBoard:
+        ``valid/``), if the validation split is not empty, and
+        ``data_wait``, the data-wait fraction of this rank's steps
+        (:class:`~pyg_unimol2.train.data_wait.DataWait`; logged every
+        :obj:`config.log_every` steps over those steps).
     """
+    check_fsdp(config, Path(config.out) / 'checkpoints')
     rank, world, device = _setup(config)
     out = Path(config.out)
     if rank == 0:
@@ -142,7 +163,9 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
                                                     indent=2))
     recipe = _recipe(config, rank, world, device)
     raw = model = recipe.model
-    if world > 1:
+    if config.fsdp:
+        raw = model = shard_model(raw, device, config.precision)
+    elif world > 1:
         model = DistributedDataParallel(
             raw, find_unused_parameters=recipe.find_unused_parameters)
     # Weight decay on every parameter, as Uni-Core's Adam.
@@ -160,7 +183,11 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
         if config.ema_decay else None
 
     step, epoch, position, skipped = 0, 0, 0, 0
-    resumed = resume_checkpoint(out / 'checkpoints') if rank == 0 else None
+    sharded = ShardedCheckpoints(
+        out / 'checkpoints', config.keep_checkpoints, raw, optimizer,
+        scheduler, scaler, ema) if config.fsdp else None
+    resumed = resume_checkpoint(out / 'checkpoints') \
+        if rank == 0 and sharded is None else None
     found = [resumed and resumed[0]]
     if world > 1:
         dist.broadcast_object_list(found, src=0)
@@ -178,29 +205,42 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
         step, epoch, position, skipped = (state['step'], state['epoch'],
                                           state['position'],
                                           state['skipped'])
+    restored = sharded.resume() if sharded is not None else None
+    if restored is not None:
+        step, epoch, position, skipped = (restored['step'], restored['epoch'],
+                                          restored['position'],
+                                          restored['skipped'])
 
     metrics_path = out / 'metrics.jsonl'
-    writer = tb = bar = None
+    writer = tb = bar = curves = None
     if rank == 0:
         truncate_metrics(metrics_path, step)
         writer = CheckpointWriter(out / 'checkpoints',
-                                  keep=config.keep_checkpoints)
+                                  keep=config.keep_checkpoints) \
+            if sharded is None else None
         tb = SummaryWriter(str(out / 'tb'),
                            purge_step=step + 1 if step else None)
         bar = tqdm(total=config.max_steps, initial=step, unit='step',
                    disable=not config.progress, dynamic_ncols=True)
+        curves = LearningCurves(metrics_path, out / 'learning_curves.png')
+
+    def interval_end() -> bool:
+        return step % config.log_every == 0 or step == config.max_steps
 
     def log(values: Dict[str, float], group: str) -> None:
         prefix = '' if group == 'train' else f'{group}_'
         record = dict(step=step, **{prefix + k: v for k, v in values.items()})
         with open(metrics_path, 'a') as f:
             f.write(json.dumps(record) + '\n')
-        if group != 'train' or step % config.log_every == 0 or \
-                step == config.max_steps:
+        if group != 'train' or interval_end():
             for key, value in values.items():
                 tb.add_scalar(f'{group}/{key}', value, step)
 
     def checkpoint() -> None:
+        if sharded is not None:
+            sharded.save(step, epoch=epoch, position=position,
+                         skipped=skipped, config=config.to_dict())
+            return
         writer.save(step, recipe.state(
             optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
@@ -209,16 +249,18 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
             world_size=world, config=config.to_dict()))
 
     result: Dict[str, float] = {}
-    stream = _micro_batches(recipe.sampler, recipe.make_loader, epoch,
-                            position)
+    stream = _micro_batches(recipe.sampler, recipe.loader, epoch, position)
+    clock = DataWait()
     tick = time.perf_counter()
     while step < config.max_steps:
+        clock.begin_step()
         batches = []
         for k in range(config.accumulation):
             epoch, position, item = next(stream)
             gen = torch.Generator().manual_seed(
                 seed_of(config.seed, 1, rank, step, k))
             batches.append(recipe.prepare(item, gen))
+        clock.data_ready()
         torch.manual_seed(seed_of(config.seed, 2, rank, step))
         lr = scheduler.get_last_lr()[0]
         metrics = recipe.step(model, optimizer, scaler, batches)
@@ -227,9 +269,12 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
         skipped += int(metrics['skipped'])
         if ema is not None and not metrics['skipped']:
             ema.update()
+        clock.end_step()
         now = time.perf_counter()
         metrics.update(lr=lr, skipped_steps=float(skipped),
                        molecules_per_s=metrics['molecules'] / (now - tick))
+        if interval_end():
+            metrics['data_wait'] = clock.interval()
         tick = now
         result = dict(metrics)
         if rank == 0:
@@ -246,15 +291,22 @@ def pretrain(config: PretrainConfig) -> Dict[str, float]:
             result.update({f'valid_{k}': v for k, v in valid.items()})
             if rank == 0:
                 log(valid, 'valid')
+                curves.write()
             tick = time.perf_counter()
-        if rank == 0 and (step % config.ckpt_every == 0 or last):
+        if (rank == 0 or sharded is not None) and (
+                step % config.ckpt_every == 0 or last):
             checkpoint()
     if rank == 0:
         bar.close()
         tb.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
+        curves.write()
+        if sharded is not None:
+            consolidate(sharded.path(step), out / CONSOLIDATED)
     if world > 1:
         _leave_process_group()
+    result['data_wait'] = clock.fraction
     return result
 
 

@@ -5,15 +5,19 @@ r"""Training batches of one or several datasets for :func:`~.loop.fit`.
 molecules, or an atom / atom-pair budget as in pretraining) and interleaves
 them with a :class:`~pyg_unimol2.data.samplers.DatasetMixSampler`; every
 batch holds molecules of one dataset. Epochs are a function of ``(seed,
-epoch)`` and can be replayed from any position (exact resume).
+epoch)`` and can be replayed from any position (exact resume). Batches are
+collated ahead of the step in persistent worker processes
+(:class:`~pyg_unimol2.data.prefetch.EpochLoader`); what they hold does
+not depend on the number of workers.
 """
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torch_geometric.data import Batch, Data
 
+from ..data.prefetch import EpochLoader
 from ..data.samplers import DatasetMixSampler, DynamicBatchSampler
 from .loop import seed_of
 
@@ -28,7 +32,9 @@ def collate(items: List[Data]) -> Batch:
 
 
 class _Concat(Dataset):
-    """Several datasets behind one global index."""
+    """Several datasets behind one global index, read by ``(epoch, index)``
+    keys: a dataset with ``set_epoch`` is told the epoch first (in whichever
+    process reads it)."""
     def __init__(self, parts: Sequence[Dataset]) -> None:
         self.parts = list(parts)
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
@@ -36,9 +42,13 @@ class _Concat(Dataset):
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def __getitem__(self, index: int) -> Data:
+    def __getitem__(self, key: Tuple[int, int]) -> Data:
+        epoch, index = key
         d = int(np.searchsorted(self.offsets, index, side='right')) - 1
-        return self.parts[d][index - int(self.offsets[d])]
+        part = self.parts[d]
+        if hasattr(part, 'set_epoch'):
+            part.set_epoch(epoch)
+        return part[index - int(self.offsets[d])]
 
 
 class TaskBatches:
@@ -57,8 +67,10 @@ class TaskBatches:
             ``'temperature'``.
         temperature (float): :math:`T` of temperature sampling.
         seed (int): seed.
-        device (torch.device): where batches go.
-        num_workers (int): DataLoader worker processes.
+        device (torch.device): where batches go (pinned and copied
+            asynchronously to a GPU).
+        num_workers (int): worker processes that collate batches ahead of
+            the step (``0``: the main process collates).
     """
     def __init__(self, views: Dict[str, Dataset],
                  num_atoms: Dict[str, Sequence[int]], batch_size: int,
@@ -80,8 +92,7 @@ class TaskBatches:
         self.mixer = DatasetMixSampler(samplers, [len(v) for v in self.views],
                                        mix, temperature, seed)
         self.all = _Concat(self.views)
-        self.device = device
-        self.num_workers = num_workers
+        self.loader = EpochLoader(self.all, collate, num_workers, device)
         self._length = len(self.mixer)
 
     def __len__(self) -> int:
@@ -90,16 +101,12 @@ class TaskBatches:
     def iterate(self, epoch: int, start: int = 0
                 ) -> Iterator[Tuple[str, Batch]]:
         self.mixer.set_epoch(epoch)
-        for view in self.views:
-            if hasattr(view, 'set_epoch'):
-                view.set_epoch(epoch)
         plan = self.mixer.plan()[start:]
         offsets = self.all.offsets
-        loader = DataLoader(self.all, batch_sampler=[
-            [int(offsets[d]) + i for i in batch] for d, batch in plan],
-            collate_fn=collate, num_workers=self.num_workers)
-        for (d, _), batch in zip(plan, loader):
-            yield self.names[d], batch.to(self.device)
+        batches = self.loader([[(epoch, int(offsets[d]) + i) for i in batch]
+                               for d, batch in plan])
+        for (d, _), batch in zip(plan, batches):
+            yield self.names[d], batch
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}({self.names}, {self.mixer!r})'

@@ -31,6 +31,7 @@ from ..checkpoints import (CheckpointError, keep_matching_heads,
                            load_backbone,
                            load_task_model, read_checkpoint, save_task_model,
                            task_model_state)
+from ..data.prefetch import resolve_workers
 from ..data.splits import Split
 from ..errors import ConfigError, InputError
 from ..models.multitask import TaskModel, UniMol2MultiTask
@@ -59,9 +60,10 @@ class FinetuneConfig:
     name, ``pooler_dropout``, ``model_overrides``), the data views
     (``conformers`` per molecule, ``drop_feat``), batching (``batch_size``
     molecules at most, optional ``max_tokens`` / ``max_pairs`` budgets as
-    in pretraining), dataset mixing (``mix``, ``temperature``) and the
-    datasets whose validation score selects the best epoch (``select_on``,
-    default all).
+    in pretraining; ``num_workers`` processes collate them ahead of the
+    step, default :func:`~pyg_unimol2.data.prefetch.default_workers`),
+    dataset mixing (``mix``, ``temperature``) and the datasets whose
+    validation score selects the best epoch (``select_on``, default all).
     """
     preset: str = 'small'
     model: str = 'unimol2'
@@ -78,7 +80,7 @@ class FinetuneConfig:
     accumulation: int = 1
     pooler_dropout: float = 0.0
     seed: int = 0
-    num_workers: int = 0
+    num_workers: Optional[int] = None
     device: str = 'cpu'
     out: str = 'runs/finetune'
     max_minutes: Optional[float] = None
@@ -234,7 +236,9 @@ def finetune(data: Union[TaskData, Sequence[TaskData]],
         ``test`` metrics per task, ``train_mean_baseline_mae`` of regression
         tasks), ``test_mae`` (flat, regression tasks, named ``task`` or
         ``dataset/task`` when several datasets), ``best_epoch``,
-        ``epochs_run``, ``steps``, ``seconds`` and ``config``.
+        ``epochs_run``, ``steps``, ``seconds``, ``data_wait`` (the
+        data-wait fraction of the steps,
+        :class:`~pyg_unimol2.train.data_wait.DataWait`) and ``config``.
     """
     data = [data] if isinstance(data, TaskData) else list(data)
     _check(data)
@@ -249,7 +253,8 @@ def finetune(data: Union[TaskData, Sequence[TaskData]],
                          {n: _num_atoms(v['train']) for n, v in views.items()},
                          config.batch_size, config.max_tokens,
                          config.max_pairs, config.mix, config.temperature,
-                         config.seed, device, config.num_workers)
+                         config.seed, device,
+                         resolve_workers(config.num_workers))
     print(f'{model!r}: {sum(p.numel() for p in model.parameters()):,} '
           f'parameters; ' + '; '.join(
               f'{d.name} train/valid/test = {len(d.split["train"])}/'
@@ -289,7 +294,8 @@ def finetune(data: Union[TaskData, Sequence[TaskData]],
     results = dict(datasets={}, test_mae={}, best_epoch=run['best_epoch'],
                    epochs_run=run['epochs_run'], steps=run['steps'],
                    skipped_steps=run['skipped_steps'],
-                   seconds=run['seconds'], config=asdict(config))
+                   seconds=run['seconds'], data_wait=run['data_wait'],
+                   config=asdict(config))
     for d in data:
         results['datasets'][d.name] = _report(best, d, views[d.name], config,
                                               out, device)

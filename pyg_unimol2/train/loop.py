@@ -8,7 +8,11 @@ and (through :func:`optimizer_step`) pretraining.
   whose loss or gradient is not finite on any rank is skipped by all).
 * :func:`fit`: epochs of :func:`optimizer_step` with a wall-clock budget,
   EMA, validation after every epoch and best-validation selection,
-  TensorBoard, ``metrics.jsonl``, a progress bar and **exact resume**.
+  TensorBoard, ``metrics.jsonl``, ``learning_curves.png``
+  (:class:`~pyg_unimol2.plots.LearningCurves`, redrawn after every
+  validation), a progress bar, the data-wait fraction of every step
+  (``data_wait``, :class:`~pyg_unimol2.train.data_wait.DataWait`; over the
+  run at the end) and **exact resume**.
 
 **Exact resume.** The batches of epoch ``e`` are a function of ``(seed,
 e)`` (the batch source replays an epoch from any position), and the global
@@ -40,6 +44,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ..checkpoints import CheckpointWriter, resume_checkpoint
+from ..plots import LearningCurves
+from .data_wait import DataWait
 from .ema import ExponentialMovingAverage
 
 __all__ = ['lr_lambda', 'seed_of', 'autocast', 'optimizer_step', 'LoopConfig',
@@ -238,8 +244,9 @@ def fit(model: torch.nn.Module, source: BatchSource, loss_fn: LossFn,
 
     Returns:
         dict: ``best_score``, ``best_epoch``, ``epochs_run``, ``steps``,
-        ``seconds``, ``skipped_steps`` and ``history`` (validation metrics
-        per epoch).
+        ``seconds``, ``skipped_steps``, ``data_wait`` (the data-wait
+        fraction of this process's steps) and ``history`` (validation
+        metrics per epoch).
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -286,6 +293,7 @@ def fit(model: torch.nn.Module, source: BatchSource, loss_fn: LossFn,
     tb = SummaryWriter(str(out), purge_step=loop['step'] + 1
                        if loop['step'] else None)
     writer = CheckpointWriter(out / 'checkpoints', keep=2)
+    curves = LearningCurves(metrics_path, out / 'learning_curves.png')
     bar = tqdm(total=total, initial=loop['step'], unit='step',
                disable=not config.progress, dynamic_ncols=True)
     budget = math.inf if config.max_minutes is None else \
@@ -310,10 +318,16 @@ def fit(model: torch.nn.Module, source: BatchSource, loss_fn: LossFn,
             config=dict(vars(config)))
         writer.save(loop['step'], state)
 
+    clock = DataWait()
     stop = loop['step'] >= total
     while loop['epoch'] <= config.epochs and not stop:
-        stream = source.iterate(loop['epoch'], loop['position'])
-        for group in _groups(stream, K):
+        groups = _groups(source.iterate(loop['epoch'], loop['position']), K)
+        while True:
+            clock.begin_step()
+            group = next(groups, None)
+            if group is None:
+                break
+            clock.data_ready()
             step = loop['step']
             progress = max(step, total * (time.time() - start) / budget)
             lr = config.lr * lr_lambda(progress, warmup, total)
@@ -324,13 +338,15 @@ def fit(model: torch.nn.Module, source: BatchSource, loss_fn: LossFn,
                                   config.clip_norm)
             if ema is not None and not sums['skipped']:
                 ema.update()
+            clock.end_step()
             loop['step'] += 1
             loop['position'] += len(group)
             loop['skipped'] += int(sums['skipped'])
             count = sums.pop('micro_batches')
             record = {k: (v if k in ('grad_norm', 'skipped') else v / count)
                       for k, v in sums.items()}
-            record.update(lr=lr, epoch=loop['epoch'])
+            record.update(lr=lr, epoch=loop['epoch'],
+                          data_wait=clock.interval())
             log(record, 'train')
             bar.update(1)
             bar.set_postfix(epoch=loop['epoch'], loss=f'{record["loss"]:.4f}',
@@ -343,6 +359,7 @@ def fit(model: torch.nn.Module, source: BatchSource, loss_fn: LossFn,
         with nullcontext() if ema is None else ema.average_parameters():
             score, metrics = evaluate(model)
             log(dict(metrics, score=score, epoch=loop['epoch']), 'valid')
+            curves.write()
             loop['history'].append(dict(epoch=loop['epoch'], score=score,
                                         **metrics))
             if loop['best_epoch'] == 0 or score < loop['best']:
@@ -360,7 +377,10 @@ def fit(model: torch.nn.Module, source: BatchSource, loss_fn: LossFn,
     bar.close()
     writer.close()
     tb.close()
+    curves.write()
+    print(f'data wait: {clock.fraction:.1%} of the training step time '
+          f'({clock.total_wait:.1f} of {clock.total_wall:.1f} s)')
     return dict(best_score=loop['best'], best_epoch=loop['best_epoch'],
                 epochs_run=loop['epoch'] - 1, steps=loop['step'],
                 seconds=time.time() - start, skipped_steps=loop['skipped'],
-                history=loop['history'])
+                data_wait=clock.fraction, history=loop['history'])
