@@ -61,6 +61,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -69,6 +70,7 @@ from torch_geometric.data import Batch
 
 from pyg_unimol2.data import DenseBatch, from_smiles, to_dense
 from pyg_unimol2.models.official import UNIMOL_TOOLS_HEAD, load_official
+from pyg_unimol2.train.loop import autocast
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -84,6 +86,14 @@ ARCHS = {
                   num_attention_heads=16, encoder_attention_heads=16,
                   ffn_embedding_dim=256, pair_embed_dim=64,
                   pair_hidden_dim=16),
+    '164M': dict(num_encoder_layers=24, encoder_embed_dim=768,
+                 num_attention_heads=48, encoder_attention_heads=48,
+                 ffn_embedding_dim=768, pair_embed_dim=512,
+                 pair_hidden_dim=64),
+    '310M': dict(num_encoder_layers=32, encoder_embed_dim=1024,
+                 num_attention_heads=64, encoder_attention_heads=64,
+                 ffn_embedding_dim=1024, pair_embed_dim=512,
+                 pair_hidden_dim=64),
     'toy': dict(num_encoder_layers=2, encoder_embed_dim=32,
                 num_attention_heads=2, encoder_attention_heads=2,
                 ffn_embedding_dim=32, pair_embed_dim=16, pair_hidden_dim=4),
@@ -116,7 +126,8 @@ def official_batch(dense: DenseBatch) -> dict:
     return dict(atom_feat=dense.atom_feat, atom_mask=dense.atom_mask.long(),
                 edge_feat=dense.pair_feat, shortest_path=dense.spd,
                 degree=dense.degree, pair_type=dense.pair_type,
-                attn_bias=torch.zeros(B, L + 1, L + 1),
+                attn_bias=torch.zeros(B, L + 1, L + 1,
+                                      device=dense.atom_mask.device),
                 src_tokens=dense.token, src_coord=dense.pos)
 
 
@@ -154,12 +165,17 @@ def build_models(size: str, seed: int = 0):
 
 
 class Runner:
-    r"""One implementation: a training step and an inference pass."""
+    r"""One implementation: a training step and an inference pass, the
+    forward under :func:`~pyg_unimol2.train.loop.autocast` with
+    :obj:`precision` (``'fp32'``: none)."""
     def __init__(self, name: str, model: torch.nn.Module,
-                 forward: Callable[[bool], torch.Tensor]):
+                 forward: Callable[[bool], torch.Tensor],
+                 precision: str = 'fp32'):
         self.name = name
         self.model = model
         self.forward = forward  # (train: bool) -> logits [B, 1]
+        self.precision = precision
+        self.device = next(model.parameters()).device
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4,
                                      betas=(0.9, 0.99), eps=1e-6,
                                      weight_decay=1e-4, fused=True)
@@ -168,7 +184,8 @@ class Runner:
 
     def train_step(self) -> None:
         self.model.train()
-        logits = self.forward(True)
+        with autocast(self.device, self.precision):
+            logits = self.forward(True)
         loss = logits.float().pow(2).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -176,19 +193,79 @@ class Runner:
 
     def infer_step(self) -> None:
         self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device, self.precision):
             self.forward(False)
 
+    def step(self, mode: str) -> None:
+        r"""One training step (``'train'``) or inference pass."""
+        (self.train_step if mode == 'train' else self.infer_step)()
+
     def timed(self, mode: str, record: bool) -> None:
-        fn = self.train_step if mode == 'train' else self.infer_step
         start = time.perf_counter()
-        fn()
+        self.step(mode)
         if record:
             self.times[mode].append(time.perf_counter() - start)
 
     def measure_peak(self, mode: str) -> None:
-        fn = self.train_step if mode == 'train' else self.infer_step
-        self.peak[mode] = peak_bytes(fn)
+        self.peak[mode] = peak_bytes(lambda: self.step(mode))
+
+
+def pair_runners(ours, official, dense: DenseBatch, runner: type = Runner,
+                 precision: str = 'fp32') -> List[Runner]:
+    r"""The :obj:`runner` s of ours (CLS -> the unimol_tools head, position
+    head run) and of the official model, on the same batch :obj:`dense`."""
+    head = ours.classification_heads[UNIMOL_TOOLS_HEAD]
+    off_batch = official_batch(dense)
+    return [
+        runner('ours', ours,
+               lambda train: head(ours(dense, compute_pos=True).cls),
+               precision),
+        runner('official', official, lambda train: official(**off_batch),
+               precision),
+    ]
+
+
+def alternate(runners: List[Runner], steps: int, warmup: int) -> None:
+    r"""Times :obj:`warmup` + :obj:`steps` training steps, then as many
+    inference passes, of the :obj:`runners` alternating step by step
+    (which one goes first alternates too), the first :obj:`warmup`
+    unrecorded; then measures the peak memory of each."""
+    for mode in ('train', 'infer'):
+        for step in range(warmup + steps):
+            order = runners if step % 2 == 0 else runners[::-1]
+            for r in order:
+                r.timed(mode, record=step >= warmup)
+        for r in runners:
+            r.measure_peak(mode)
+
+
+def compare(runners: List[Runner], batch_size: int) -> dict:
+    r"""Per implementation and mode: median step time, molecules/s and
+    peak memory; and the speedups (ours / official: of the medians and the
+    paired median) and memory ratios, from :func:`alternate`."""
+    result = dict(implementations={})
+    for r in runners:
+        result['implementations'][r.name] = {
+            mode: dict(
+                median_s=statistics.median(r.times[mode]),
+                step_s=r.times[mode],
+                molecules_per_s=batch_size / statistics.median(r.times[mode]),
+                peak_mib=r.peak[mode] / 2**20)
+            for mode in ('train', 'infer')
+        }
+    impl = result['implementations']
+    for mode in ('train', 'infer'):
+        result[f'{mode}_speedup'] = (impl['ours'][mode]['molecules_per_s'] /
+                                     impl['official'][mode]['molecules_per_s'])
+        # official / ours time of the two steps run back to back: robust to
+        # load changes that hit one implementation's median
+        paired = [f / o for o, f in zip(impl['ours'][mode]['step_s'],
+                                        impl['official'][mode]['step_s'])]
+        result[f'{mode}_speedup_per_step'] = paired
+        result[f'{mode}_speedup_paired_median'] = statistics.median(paired)
+        result[f'{mode}_memory_ratio'] = (impl['ours'][mode]['peak_mib'] /
+                                          impl['official'][mode]['peak_mib'])
+    return result
 
 
 def peak_bytes(fn: Callable[[], None]) -> int:
@@ -221,10 +298,11 @@ def check_equivalence(ours, official, data: list) -> float:
     r"""Max relative CLS difference, each molecule alone, eval, fp32."""
     ours.eval()
     official.eval()
+    device = next(ours.parameters()).device
     worst = 0.0
     with torch.no_grad():
         for d in data:
-            dense = to_dense(Batch.from_data_list([d]))
+            dense = to_dense(Batch.from_data_list([d])).to(device)
             a = ours(dense, compute_pos=False).cls[0]
             b = official(**official_batch(dense), return_repr=True)[0]
             worst = max(worst, float((a - b).abs().max() / b.abs().max()))
@@ -235,24 +313,10 @@ def run_case(name: str, steps: int, warmup: int, check: int) -> dict:
     size, dataset, batch_size = CASES[name]
     data = (moses_data if dataset == 'moses' else qm9_data)(batch_size)
     dense = to_dense(Batch.from_data_list(data))
-    off_batch = official_batch(dense)
     ours, official = build_models(size)
-    head = ours.classification_heads[UNIMOL_TOOLS_HEAD]
     max_rel = check_equivalence(ours, official, data[:check])
-
-    runners = [
-        Runner('ours', ours,
-               lambda train: head(ours(dense, compute_pos=True).cls)),
-        Runner('official', official,
-               lambda train: official(**off_batch)),
-    ]
-    for mode in ('train', 'infer'):
-        for step in range(warmup + steps):
-            order = runners if step % 2 == 0 else runners[::-1]
-            for r in order:
-                r.timed(mode, record=step >= warmup)
-        for r in runners:
-            r.measure_peak(mode)
+    runners = pair_runners(ours, official, dense)
+    alternate(runners, steps, warmup)
 
     num_atoms = dense.atom_mask.sum(1)
     result = dict(
@@ -260,29 +324,8 @@ def run_case(name: str, steps: int, warmup: int, check: int) -> dict:
         padded_atoms=int(dense.atom_mask.size(1)),
         mean_atoms=float(num_atoms.float().mean()),
         parameters=ours.num_parameters(), steps=steps, warmup=warmup,
-        cls_max_rel_diff=max_rel, equivalence_molecules=len(data[:check]),
-        implementations={})
-    for r in runners:
-        result['implementations'][r.name] = {
-            mode: dict(
-                median_s=statistics.median(r.times[mode]),
-                step_s=r.times[mode],
-                molecules_per_s=batch_size / statistics.median(r.times[mode]),
-                peak_mib=r.peak[mode] / 2**20)
-            for mode in ('train', 'infer')
-        }
-    impl = result['implementations']
-    for mode in ('train', 'infer'):
-        result[f'{mode}_speedup'] = (impl['ours'][mode]['molecules_per_s'] /
-                                     impl['official'][mode]['molecules_per_s'])
-        # official / ours time of the two steps run back to back: robust to
-        # load changes that hit one implementation's median
-        paired = [f / o for o, f in zip(impl['ours'][mode]['step_s'],
-                                        impl['official'][mode]['step_s'])]
-        result[f'{mode}_speedup_per_step'] = paired
-        result[f'{mode}_speedup_paired_median'] = statistics.median(paired)
-        result[f'{mode}_memory_ratio'] = (impl['ours'][mode]['peak_mib'] /
-                                          impl['official'][mode]['peak_mib'])
+        cls_max_rel_diff=max_rel, equivalence_molecules=len(data[:check]))
+    result.update(compare(runners, batch_size))
     return result
 
 
@@ -330,13 +373,22 @@ def main(argv=None) -> dict:
                         os.environ.get('OMP_NUM_THREADS', '?'),
                         '.venv-ref/bin/python', 'benchmarks/throughput.py'] +
                        (argv if argv is not None else sys.argv[1:]))
-    results = [run_case(c, args.steps, args.warmup, args.check)
-               for c in args.cases]
-    md = table(results)
+    results, failed = [], []
+    for case in args.cases:
+        try:
+            results.append(run_case(case, args.steps, args.warmup,
+                                    args.check))
+        except Exception as e:  # one failing case must not lose the others
+            traceback.print_exc()
+            failed.append(dict(case=case, error=f'{type(e).__name__}: {e}'))
+            print(f'case {case} failed: {failed[-1]["error"]}',
+                  file=sys.stderr, flush=True)
+    md = table(results) + ''.join(f"\n\n**{f['case']} failed:** "
+                                  f"`{f['error']}`" for f in failed)
     print(md)
     out = dict(command=command, threads=args.threads, torch=torch.__version__,
                machine=platform.processor() or platform.machine(),
-               cpu_count=os.cpu_count(), results=results)
+               cpu_count=os.cpu_count(), results=results, failed=failed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + '\n')
     args.out.with_suffix('.md').write_text(
@@ -348,6 +400,9 @@ def main(argv=None) -> dict:
         f'bytes allocated during one step (profiler allocation events), see '
         f'the docstring of `benchmarks/throughput.py`.\n\n'
         f'{md}\n')
+    if failed:
+        sys.exit(f'{len(failed)} of {len(args.cases)} cases failed: '
+                 + ', '.join(f['case'] for f in failed))
     return out
 
 
