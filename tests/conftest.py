@@ -1,7 +1,11 @@
 import gzip
+import json
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 import pytest
 import torch
@@ -126,3 +130,61 @@ def child_pids(pid: int) -> List[int]:
             if int(stat.rsplit(')', 1)[1].split()[1]) == pid:
                 found.append(int(entry.name))
     return found
+
+
+def kill_torchrun_at(proc, path: Path, timeout: float = 300) -> None:
+    """Waits until :obj:`path` exists (e.g. a checkpoint of the run), then
+    SIGKILLs torchrun :obj:`proc` and its two workers, as a crash would."""
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    workers = child_pids(proc.pid)
+    assert len(workers) == 2
+    for pid in workers + [proc.pid]:
+        os.kill(pid, signal.SIGKILL)
+    proc.communicate()
+
+
+@pytest.fixture(scope='session')
+def store(tmp_path_factory) -> Path:
+    """120 real MOSES molecules in 2 shards (ETKDG, no MMFF): the
+    pretraining tests' store."""
+    return build_moses_store(tmp_path_factory.mktemp('pretrain'), 120,
+                             shard_size=60)
+
+
+def build_moses_store(root: Path, count: int, shard_size: int = 10_000,
+                      name: str = 'store') -> Path:
+    """A store of the first :obj:`count` MOSES test SMILES (ETKDG, no MMFF,
+    one worker) in ``root / name``."""
+    from pyg_unimol2.data.store import build_store
+    (root / f'{name}.smi').write_text('\n'.join(read_moses(count)) + '\n')
+    build_store(root / f'{name}.smi', root / name, workers=1,
+                shard_size=shard_size, optimize=False, progress=False,
+                verbose=False)
+    return root / name
+
+
+def finish_torchrun(proc: subprocess.Popen) -> None:
+    """Waits for torchrun :obj:`proc` to succeed; if it hangs, fails with the
+    stacks of its ranks (faulthandler on SIGUSR1)."""
+    try:
+        output, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        # Every rank prints where it waits (faulthandler on SIGUSR1).
+        workers = child_pids(proc.pid)
+        for pid in workers:
+            os.kill(pid, signal.SIGUSR1)
+        time.sleep(2)
+        for pid in workers + [proc.pid]:
+            os.kill(pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f'torchrun did not exit within 300 s:\n{output}')
+    assert proc.returncode == 0, output
+
+
+def read_metrics(out: Path) -> List[Dict[str, float]]:
+    """The records of a run's ``metrics.jsonl``."""
+    return [json.loads(line) for line in
+            (out / 'metrics.jsonl').read_text().splitlines()]

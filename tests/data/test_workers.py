@@ -42,8 +42,21 @@ def hang_guard():
     signal.signal(signal.SIGALRM, previous)
 
 
-def children() -> List[int]:
-    """Processes (zombies included) whose parent is this process."""
+#: This process's children from before the test (e.g. the resource tracker
+#: of an earlier test's spawned processes), which a pool did not start.
+_EARLIER: set = set()
+
+
+@pytest.fixture(autouse=True)
+def earlier_children():
+    _EARLIER.clear()
+    _EARLIER.update(children(all_of_them=True))
+    yield
+
+
+def children(all_of_them: bool = False) -> List[int]:
+    """Processes (zombies included) whose parent is this process, except
+    those it had before the test (unless :obj:`all_of_them`)."""
     found = []
     for entry in Path('/proc').iterdir():
         if not entry.name.isdigit():
@@ -54,7 +67,8 @@ def children() -> List[int]:
             continue
         if int(stat.rsplit(')', 1)[1].split()[1]) == os.getpid():
             found.append(int(entry.name))
-    return found
+    return found if all_of_them else \
+        [pid for pid in found if pid not in _EARLIER]
 
 
 def logged(x: int, log: Path) -> None:

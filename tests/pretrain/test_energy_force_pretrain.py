@@ -4,15 +4,13 @@ domain, checkpoints that feed fine-tuning, and exact resume of a 2-process
 torchrun killed with SIGKILL."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import child_pids
+from conftest import finish_torchrun, kill_torchrun_at, read_metrics
 from geometry_files import write_ani1x, write_spice
 
 from pyg_unimol2.checkpoints import (list_checkpoints, load_backbone,
@@ -86,11 +84,6 @@ def _torchrun(config: Path, out: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def _finish(proc: subprocess.Popen) -> None:
-    output, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, output
-
-
 @pytest.mark.slow
 def test_two_domain_ddp_sigkill_resume_repeats_losses(domains, tmp_path):
     steps = 10
@@ -99,24 +92,16 @@ def test_two_domain_ddp_sigkill_resume_repeats_losses(domains, tmp_path):
         preset='tiny', max_steps=steps, warmup_steps=2, lr=5e-4,
         max_tokens=120, valid_fraction=0.3, valid_every=4, ckpt_every=1,
         threads=1, domains=domains)))
-    _finish(_torchrun(config, tmp_path / 'ref'))
+    finish_torchrun(_torchrun(config, tmp_path / 'ref'))
     proc = _torchrun(config, tmp_path / 'killed')
     ckpt = tmp_path / 'killed' / 'checkpoints'
-    deadline = time.time() + 300
-    while not (ckpt / 'step_00000004.pt').exists():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    for pid in child_pids(proc.pid) + [proc.pid]:
-        os.kill(pid, signal.SIGKILL)
-    proc.communicate()
+    kill_torchrun_at(proc, ckpt / 'step_00000004.pt')
     killed_at = max(int(p.stem[5:]) for p in list_checkpoints(ckpt))
     assert 4 <= killed_at < steps
-    _finish(_torchrun(config, tmp_path / 'killed'))
+    finish_torchrun(_torchrun(config, tmp_path / 'killed'))
 
-    def metrics(out):
-        return [json.loads(line) for line in
-                (out / 'metrics.jsonl').read_text().splitlines()]
-    ref, resumed = metrics(tmp_path / 'ref'), metrics(tmp_path / 'killed')
+    ref = read_metrics(tmp_path / 'ref')
+    resumed = read_metrics(tmp_path / 'killed')
     assert [r['step'] for r in ref] == [r['step'] for r in resumed]
     for a, b in zip(ref, resumed):
         for key in ('loss', 'energy_mae', 'force_mae', 'valid_loss'):

@@ -1,20 +1,16 @@
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import child_pids, read_moses
+from conftest import (finish_torchrun, kill_torchrun_at, read_metrics,
+                      read_moses)
 from torch_geometric.data import Batch
 
 from pyg_unimol2.data import from_smiles, to_dense
-from pyg_unimol2.data.store import build_store
 from pyg_unimol2.models import UniMol2
 from pyg_unimol2.pretrain import ObjectiveConfig, PretrainConfig, corrupt
 from pyg_unimol2.checkpoints import list_checkpoints
@@ -25,16 +21,6 @@ COMPARED = ('loss', 'atom', 'coord', 'dist', 'acc', 'grad_norm', 'lr',
             'molecules', 'padding', 'skipped', 'skipped_steps',
             'valid_loss', 'valid_atom', 'valid_coord', 'valid_dist',
             'valid_acc')
-
-
-@pytest.fixture(scope='module')
-def store(tmp_path_factory) -> Path:
-    """120 real MOSES molecules in 2 shards (ETKDG, no MMFF)."""
-    root = tmp_path_factory.mktemp('pretrain')
-    (root / 'in.smi').write_text('\n'.join(read_moses(120)) + '\n')
-    build_store(root / 'in.smi', root / 'store', workers=1, shard_size=60,
-                optimize=False, progress=False, verbose=False)
-    return root / 'store'
 
 
 def _batches(seed: int, poison: bool = False):
@@ -133,7 +119,7 @@ def test_single_process_run(store, tmp_path):
     result = pretrain(config)
     assert all(torch.isfinite(torch.tensor(v)) for v in result.values())
     assert result['skipped_steps'] == 0 and result['valid_molecules'] > 0
-    lines = _metrics(tmp_path / 'run')
+    lines = read_metrics(tmp_path / 'run')
     assert [r['step'] for r in lines if 'loss' in r] == [1, 2, 3, 4]
     assert [r['step'] for r in lines if 'valid_loss' in r] == [2, 4]
     assert [p.name for p in list_checkpoints(tmp_path / 'run' /
@@ -141,11 +127,6 @@ def test_single_process_run(store, tmp_path):
         ['step_00000002.pt', 'step_00000004.pt']
     assert any(p.name.startswith('events') for p in
                (tmp_path / 'run' / 'tb').iterdir())
-
-
-def _metrics(out: Path) -> List[Dict[str, float]]:
-    return [json.loads(line) for line in
-            (out / 'metrics.jsonl').read_text().splitlines()]
 
 
 def _torchrun(store: Path, out: Path, max_steps: int) -> subprocess.Popen:
@@ -161,43 +142,19 @@ def _torchrun(store: Path, out: Path, max_steps: int) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def _finish(proc: subprocess.Popen) -> None:
-    try:
-        output, _ = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        # Every rank prints where it waits (faulthandler on SIGUSR1).
-        workers = child_pids(proc.pid)
-        for pid in workers:
-            os.kill(pid, signal.SIGUSR1)
-        time.sleep(2)
-        for pid in workers + [proc.pid]:
-            os.kill(pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f'torchrun did not exit within 300 s:\n{output}')
-    assert proc.returncode == 0, output
-
-
 @pytest.mark.slow
 def test_ddp_sigkill_resume_reproduces_trajectory(store, tmp_path):
     steps = 14
-    _finish(_torchrun(store, tmp_path / 'ref', steps))
+    finish_torchrun(_torchrun(store, tmp_path / 'ref', steps))
 
     proc = _torchrun(store, tmp_path / 'killed', steps)
     ckpt = tmp_path / 'killed' / 'checkpoints'
-    deadline = time.time() + 300
-    while not (ckpt / 'step_00000006.pt').exists():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    workers = child_pids(proc.pid)
-    assert len(workers) == 2
-    for pid in workers + [proc.pid]:
-        os.kill(pid, signal.SIGKILL)
-    proc.communicate()
+    kill_torchrun_at(proc, ckpt / 'step_00000006.pt')
     killed_at = max(int(p.stem[5:]) for p in list_checkpoints(ckpt))
     assert 6 <= killed_at < steps
 
-    _finish(_torchrun(store, tmp_path / 'killed', steps))
-    ref, resumed = _metrics(tmp_path / 'ref'), _metrics(tmp_path / 'killed')
+    finish_torchrun(_torchrun(store, tmp_path / 'killed', steps))
+    ref, resumed = read_metrics(tmp_path / 'ref'), read_metrics(tmp_path / 'killed')
     assert [sorted(r) for r in ref] == [sorted(r) for r in resumed]
     assert len([r for r in ref if 'loss' in r]) == steps
     for a, b in zip(ref, resumed):
