@@ -1,6 +1,6 @@
 """The ``unimol2`` command line: ``finetune``, ``predict``, ``embed``,
 ``build-hdf5`` (from SMILES or, with ``--format``, from structures with
-energies and forces) and ``pretrain``."""
+energies and forces), ``pretrain`` and ``scaling-fit``."""
 import argparse
 import json
 import sys
@@ -145,8 +145,9 @@ def _dropout_overrides(args: argparse.Namespace) -> dict:
 
 def _predict(args: argparse.Namespace) -> None:
     from .checkpoints import load_task_model
-    from .train.predict import (predict_molecules, read_molecules,
-                                write_predictions)
+    from .train.inputs import (check_conformers, conformer_views,
+                               read_molecules)
+    from .train.predict import predict_molecules, write_predictions
 
     model = load_task_model(args.checkpoint)
     dataset = args.task_set or model.default_dataset
@@ -154,33 +155,42 @@ def _predict(args: argparse.Namespace) -> None:
         raise ConfigError(f"--task-set {dataset}: checkpoint "
                           f"{args.checkpoint} has no dataset '{dataset}' "
                           f"(it has {', '.join(model.groups)})")
-    identifiers, result = read_molecules(args.smiles, args.smiles_col,
-                                         args.seed, args.workers)
-    preds = predict_molecules(model, result, dataset, args.batch_size,
+    check_conformers(args.smiles, args.conformers)
+    options = _input_options(args)
+    inputs = read_molecules(args.smiles, smiles_col=args.smiles_col,
+                            **options)
+    molecules = conformer_views(inputs, args.conformers, **options) \
+        if args.conformers != 1 else inputs.result.data
+    preds = predict_molecules(model, molecules, dataset, args.batch_size,
                               args.device)
-    write_predictions(args.out, identifiers, preds, result, model, dataset)
-    print(f'wrote {len(result.data)} predictions to {args.out}')
-    _print_failures(result.failures, args.out)
+    report = write_predictions(args.out, inputs, preds, model, dataset)
+    print(f'wrote {len(inputs.result.data)} predictions to {args.out}')
+    for line in report:
+        print(line)
 
 
-def _print_failures(failures, out: str) -> None:
-    if failures:
-        print(f'{len(failures)} molecules skipped (see '
-              f'{Path(out).with_suffix(".failures.csv")}):')
-        for failure in failures[:20]:
-            print(f'  line {failure.index + 1}: {failure.reason}')
+def _input_options(args: argparse.Namespace) -> dict:
+    """How ``predict`` / ``embed`` featurize their input file."""
+    return dict(seed=args.seed, workers=args.workers,
+                max_atoms=args.max_atoms, crop=args.crop)
 
 
 def _embed(args: argparse.Namespace) -> None:
-    from .train.embed import embed_smiles
-    from .train.predict import read_smiles
+    from .train.embed import embed_molecules
+    from .train.inputs import iter_molecules, write_input_report
 
-    smiles = read_smiles(args.smiles, args.smiles_col)
-    failures = embed_smiles(args.checkpoint, smiles, args.out,
-                            batch_size=args.batch_size, workers=args.workers,
-                            seed=args.seed, device=args.device)
-    print(f'wrote {len(smiles) - len(failures)} molecules to {args.out}')
-    _print_failures(failures, args.out)
+    options = _input_options(args)
+    chunks = iter_molecules(args.smiles, smiles_col=args.smiles_col,
+                            chunk=4096, **options)
+    report = embed_molecules(args.checkpoint, chunks, args.out,
+                             batch_size=args.batch_size, device=args.device,
+                             attrs=dict(input=str(args.smiles),
+                                        seed=args.seed,
+                                        max_atoms=args.max_atoms,
+                                        crop=args.crop))
+    print(f'wrote {len(report.result.indices)} molecules to {args.out}')
+    for line in write_input_report(report, args.out):
+        print(line)
 
 
 def _build_hdf5(args: argparse.Namespace) -> None:
@@ -188,7 +198,7 @@ def _build_hdf5(args: argparse.Namespace) -> None:
 
     common = dict(workers=args.workers, shard_size=args.shard_size,
                   chunksize=args.chunksize, time_limit=args.time_limit or None,
-                  progress=not args.no_progress)
+                  scheduler=args.scheduler, progress=not args.no_progress)
     options = {k: v for k, v in (('level', args.level),
                                  ('split', args.split)) if v is not None}
     if args.format is None:
@@ -208,14 +218,58 @@ def _build_hdf5(args: argparse.Namespace) -> None:
                          max_atoms=args.max_atoms, **common)
 
 
+def _scaling_fit(args: argparse.Namespace) -> None:
+    from .pretrain.scaling import scaling_fit
+
+    report = scaling_fit(args.runs, args.predict, skip_steps=args.skip_steps,
+                         eval_last_steps=args.eval_last_steps,
+                         metric=args.metric)
+    print(report.table())
+    record, png = report.write(args.out)
+    print(f'wrote {record}' + (f' and {png}' if png else ''))
+
+
+def _add_scaling_fit_parser(sub: argparse._SubParsersAction) -> None:
+    sf = sub.add_parser(
+        'scaling-fit', help='fit the scaling law of the validation loss '
+        '(paper eq. 10) to pretraining runs and predict held-out ones',
+        description='Fits L = a_m M^b_m + a_s S^b_s + a_c C^b_c (paper eq. '
+        '10; C = M S, M in millions of parameters of the run\'s preset, S '
+        'in steps) to the validation losses in the metrics.jsonl of the '
+        'RUN_DIRs (unimol2 pretrain --out), predicts the --predict runs, '
+        'prints the coefficients with standard errors and a Table 3-style '
+        'table (RMAE, MSE, R-squared, Pearson r), and writes '
+        'OUT/scaling_fit.json and OUT/scaling_fit.png (Fig. 4).')
+    sf.add_argument('runs', nargs='+', metavar='RUN_DIR',
+                    help='pretraining run directories to fit (two model '
+                    'sizes or more), before --predict')
+    sf.add_argument('--predict', nargs='+', default=[], metavar='RUN_DIR',
+                    help='held-out run directories to predict')
+    sf.add_argument('--skip-steps', type=int, default=0, metavar='S',
+                    help='leave out the validations up to step S, the '
+                    'transient (paper: 200000; default: 0)')
+    sf.add_argument('--eval-last-steps', type=int, default=0, metavar='S',
+                    help="metrics over each run's last S steps (paper: "
+                    "100000; default: 0, every point after --skip-steps)")
+    sf.add_argument('--metric', default='loss',
+                    help='fit the validation entry valid_METRIC (default: '
+                    'loss, the total; or atom, coord, dist)')
+    sf.add_argument('--out', default='runs/scaling_fit', metavar='DIR',
+                    help='output directory (default: runs/scaling_fit)')
+    sf.set_defaults(func=_scaling_fit)
+
+
 def _add_inference_arguments(parser: argparse.ArgumentParser,
                              out_help: str) -> None:
     """Options shared by ``predict`` and ``embed``."""
     parser.add_argument('--checkpoint', required=True)
-    parser.add_argument('--smiles', required=True, metavar='FILE',
-                        help='.smi/.txt (one SMILES per line), .csv/.tsv '
-                        '(optionally gzipped) or, for predict, .sdf (its '
-                        'conformers used as given)')
+    parser.add_argument('--smiles', '--input', dest='smiles', required=True,
+                        metavar='FILE',
+                        help='molecules: .smi/.txt (one SMILES per line, '
+                        'optionally followed by a name), .csv/.tsv, .sdf '
+                        '(its conformers used as given, atoms in file '
+                        'order) or .xyz/.extxyz (one or several frames, '
+                        'coordinates as given); gzipped too')
     parser.add_argument('--smiles-col', default=None,
                         help='SMILES column of a table (default: "smiles" '
                         'in any case, else the first column)')
@@ -224,7 +278,17 @@ def _add_inference_arguments(parser: argparse.ArgumentParser,
     parser.add_argument('--workers', type=int, default=None,
                         help='featurization processes (default: all cores)')
     parser.add_argument('--seed', type=int, default=0,
-                        help='ETKDG seed of every molecule')
+                        help='ETKDG seed of every generated conformer, and '
+                        'seed of --crop')
+    parser.add_argument('--max-atoms', type=int, default=256,
+                        help='atom limit (heavy atoms; default: 256; '
+                        'unimol_tools uses 128): larger molecules are '
+                        'skipped and reported, or cropped with --crop')
+    parser.add_argument('--crop', action='store_true',
+                        help='crop molecules over --max-atoms to a seeded '
+                        'random subset of their heavy atoms (as '
+                        'unimol_tools) instead of skipping them; listed in '
+                        'OUT.cropped.csv')
     parser.add_argument('--device', default='cpu')
 
 
@@ -245,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = ft.add_argument_group('data')
     src.add_argument('--data', action='append', default=None, metavar='FILE',
                      help='your file: .csv/.tsv (gzipped too) with a SMILES '
-                     'column, or .sdf (conformers used as given)')
+                     'column, .sdf (conformers used as given, labels from '
+                     'SD properties) or .xyz (coordinates as given, labels '
+                     'from key=value properties of each comment line)')
     src.add_argument('--smiles-col', default='smiles')
     src.add_argument('--dataset', default=None,
                      help='builtin: qm9, compas1d, b3db, moleculeace, '
@@ -284,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help='model size of a fresh Uni-Mol2 (default: small)')
     ft.add_argument('--pretrained', default=None, metavar='CKPT',
                     help='start from this checkpoint (official, pretraining '
-                    'or fine-tuning; its architecture wins over --preset)')
+                    'or fine-tuning; its architecture wins over --preset), '
+                    'or hub:SIZE for the official weights (84M ... 1.1B)')
     ft.add_argument('--fresh-heads', action='store_true',
                     help='do not keep the pretrained heads of tasks with the '
                     'same name')
@@ -333,8 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help='evaluate and save an exponential moving average '
                     'of the weights (e.g. 0.999)')
     ft.add_argument('--seed', type=int, default=0)
-    ft.add_argument('--num-workers', type=int, default=0,
-                    help='DataLoader worker processes')
+    ft.add_argument('--num-workers', type=int, default=None,
+                    help='DataLoader worker processes that collate batches '
+                    'ahead of the step (default: min(2, cores - 1); 0: the '
+                    'main process collates)')
     ft.add_argument('--device', default='cpu')
     ft.add_argument('--out', default='runs/finetune')
     ft.set_defaults(func=_finetune)
@@ -342,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser('predict', help='predict the tasks of a fine-tuned '
                         'checkpoint (probabilities for classification)')
     _add_inference_arguments(pr, out_help='output CSV')
+    pr.add_argument('--conformers', type=int, default=1, metavar='K',
+                    help='average the predictions over K generated '
+                    'conformers (ETKDG seeds SEED, SEED+1, ...; 1 is '
+                    'skipped after 0, which RDKit takes as 1), as '
+                    'fine-tuning evaluation does; SMILES inputs only (SD / '
+                    'XYZ files give their own geometry)')
     pr.add_argument('--task-set', default=None, metavar='DATASET',
                     help='which dataset\'s heads of a joint run (default: '
                     'the first)')
@@ -350,9 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     em = sub.add_parser(
         'embed', help='molecule and atom representations to HDF5',
         description='Writes the CLS and per-atom representations of a '
-        'checkpoint (ours or an official Uni-Mol2 one) for every SMILES to '
-        'an HDF5 file; bad molecules are skipped and listed in '
-        'OUT.failures.csv.')
+        'checkpoint (ours or an official Uni-Mol2 one) for every molecule of '
+        'a SMILES, table, SD or XYZ file to an HDF5 file; bad molecules are '
+        'skipped and listed in OUT.failures.csv.')
     _add_inference_arguments(em, out_help='output .h5 file')
     em.set_defaults(func=_embed)
 
@@ -401,9 +476,17 @@ def build_parser() -> argparse.ArgumentParser:
     bh.add_argument('--time-limit', type=float, default=300, metavar='S',
                     help='seconds one molecule may take before it is skipped '
                     'as a failure (default: 300; 0: no limit)')
+    bh.add_argument('--scheduler', default=None, metavar='ADDRESS',
+                    help='featurize on the Dask cluster of this scheduler '
+                    '(tcp://HOST:8786), one task per shard, to the same '
+                    'store; its workers must see OUT_DIR at the same path '
+                    '(a shared filesystem) and run the same versions of '
+                    'pyg_unimol2, RDKit, NumPy, h5py and Python')
     bh.add_argument('--no-progress', action='store_true',
                     help='no progress bar')
     bh.set_defaults(func=_build_hdf5)
+
+    _add_scaling_fit_parser(sub)
     for command in sub.choices.values():  # --debug after the command too
         command.add_argument('--debug', action='store_true',
                              default=argparse.SUPPRESS,
