@@ -19,11 +19,12 @@ cause.
 import os
 import pickle
 import traceback
+import warnings
 from typing import (Any, Callable, Dict, Iterator, List, NoReturn, Optional,
-                    Sequence, Union)
+                    Sequence, Tuple, Type, Union)
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from .packed import Packed
 
@@ -85,6 +86,10 @@ class _Failure:
         raise self.error
 
 
+#: A warning of a worker: its message and category.
+_Warning = Tuple[str, Type[Warning]]
+
+
 class _Batches(Dataset):
     """Whole batches: item ``keys`` is the packed collated batch of the
     items :obj:`keys` of :obj:`dataset` (or the :class:`_Failure` of
@@ -93,11 +98,21 @@ class _Batches(Dataset):
                  collate: Callable[[List[Any]], Any]) -> None:
         self.dataset, self.collate = dataset, collate
 
-    def __getitem__(self, keys: Sequence[Any]) -> Union[Packed, _Failure]:
-        try:
-            return Packed.pack(self.collate([self.dataset[k] for k in keys]))
-        except Exception as e:
-            return _Failure(e)
+    def __getitem__(self, keys: Sequence[Any]
+                    ) -> Tuple[Union[Packed, _Failure], List[_Warning]]:
+        """The packed batch, and the warnings raised while preparing it in
+        a worker process (e.g. damaged molecules skipped), for the main
+        process to raise again; in the main process they pass as usual."""
+        in_worker = get_worker_info() is not None
+        with warnings.catch_warnings(record=in_worker) as caught:
+            if in_worker:
+                warnings.simplefilter('always')
+            try:
+                out = Packed.pack(self.collate([self.dataset[k]
+                                                for k in keys]))
+            except Exception as e:
+                out = _Failure(e)
+        return out, [(str(w.message), w.category) for w in caught or ()]
 
 
 def _as_is(item: Any) -> Any:
@@ -151,7 +166,9 @@ class EpochLoader:
         """The collated :obj:`batches` in order, on :attr:`device`. One
         epoch at a time: iterating a new call ends the previous one."""
         self._plan.batches = list(batches)
-        for packed in self.loader:
+        for packed, caught in self.loader:
+            for message, category in caught:
+                warnings.warn(message, category)
             if isinstance(packed, _Failure):
                 packed.reraise()
             yield packed.to(self.device)

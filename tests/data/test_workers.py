@@ -198,8 +198,12 @@ except KeyboardInterrupt:
 
 
 def test_keyboard_interrupt_stops_the_workers():
+    # Ctrl-C as in a fresh shell, even if an earlier test in this process
+    # left SIGINT ignored (an ignored signal stays ignored across exec).
     proc = subprocess.Popen([sys.executable, '-c', INTERRUPTED],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(
+                                signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout.readline() == 'running\n'
         os.kill(proc.pid, signal.SIGINT)

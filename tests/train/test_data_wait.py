@@ -5,6 +5,7 @@ log the data-wait fraction."""
 import json
 import os
 import time
+import warnings
 
 import pytest
 import torch
@@ -107,6 +108,35 @@ def test_worker_errors_arrive_as_themselves(molecules, workers):
     if workers:
         assert 'test_data_wait.py' in str(error.value.__cause__)  # its trace
     assert len(list(loader([[5, 6]]))) == 1  # the workers go on
+
+
+class _Skipping(torch.utils.data.Dataset):
+    """Molecules of which one is skipped with a warning, as a damaged
+    molecule of an ``on_corrupt='skip'`` store is."""
+    def __init__(self, molecules) -> None:
+        self.molecules = molecules
+
+    def __getitem__(self, index: int):
+        if index == 2:
+            warnings.warn('store/shard_000001.h5: checksum mismatch; store '
+                          'molecule 2 skipped')
+            return None
+        return self.molecules[index]
+
+
+def _collate_present(items):
+    return collate([d for d in items if d is not None])
+
+
+@pytest.mark.parametrize('workers', [0, 1])
+def test_worker_warnings_reach_the_main_process(molecules, workers):
+    loader = EpochLoader(_Skipping(molecules), _collate_present, workers,
+                         torch.device('cpu'))
+    with pytest.warns(UserWarning, match='shard_000001.h5: checksum'):
+        assert len(list(loader([[0, 1], [2, 3]]))) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # nothing left over from the others
+        list(loader([[0], [1]]))
 
 
 def test_persistent_workers_see_each_epoch(molecules):
