@@ -116,7 +116,11 @@ def qm9_data(count: int) -> list:
     from pyg_unimol2.datasets import QM9
     dataset = QM9(str(ROOT / 'data' / 'qm9'), subset=20000, subset_seed=0,
                   workers=1, progress=False)
-    return [dataset[i] for i in range(count)]
+    # A random sample: QM9 is ordered by size, its first molecules have 1-6
+    # heavy atoms (a typical batch has 8-9).
+    order = torch.randperm(len(dataset), generator=torch.Generator()
+                           .manual_seed(0))
+    return [dataset[int(i)] for i in order[:count]]
 
 
 def official_batch(dense: DenseBatch) -> dict:

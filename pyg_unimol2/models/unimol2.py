@@ -132,8 +132,15 @@ def _preset(name: str, layers: int, embed_dim: int, heads: int,
 #: parameters) and ``'small'`` (3.2M) are CPU-sized members of the same
 #: family: like the paper presets they share one pair track
 #: (:math:`P = 64`, :math:`h = 16`) and scale depth and :math:`E`.
+#: ``'80K'``, ``'180K'``, ``'420K'`` and ``'2M'`` fill in the CPU range for
+#: the scaling study (``benchmarks/results/scaling.md``); below ``'tiny'``
+#: the pair track narrows too.
 PRESETS: Dict[str, UniMol2Config] = {
+    '80K': _preset('80K', 2, 32, 2, pair_dim=16, pair_hidden_dim=8),
+    '180K': _preset('180K', 2, 64, 4, pair_dim=32, pair_hidden_dim=8),
+    '420K': _preset('420K', 4, 96, 6, pair_dim=32, pair_hidden_dim=8),
     'tiny': _preset('tiny', 4, 128, 8, pair_dim=64, pair_hidden_dim=16),
+    '2M': _preset('2M', 6, 192, 12, pair_dim=64, pair_hidden_dim=16),
     'small': _preset('small', 6, 256, 16, pair_dim=64, pair_hidden_dim=16),
     '42M': _preset('42M', 6, 768, 48),
     '84M': _preset('84M', 12, 768, 48),

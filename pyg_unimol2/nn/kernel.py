@@ -12,6 +12,9 @@ from .inits import bert_init_
 PI = 3.14159
 
 
+#: Exponent below which a Gaussian is returned as 0 (:class:`GaussianKernel`).
+_TAIL = -87.0
+
 class GaussianKernel(nn.Module):
     r"""Gaussian basis expansion of interatomic distances with a learned
     affine transform per atom-pair type, from `"Uni-Mol2: Exploring
@@ -34,7 +37,9 @@ class GaussianKernel(nn.Module):
     are expanded in float64 (the official code would round them to
     float32), so that a float64 model is differentiable to float64
     precision w.r.t. the coordinates (energies and conservative forces).
-    The scale/shift tables are ``mul``/``bias`` (padding row 0).
+    Gaussians below :math:`e^{-87}` (the far tails, subnormal in float32)
+    are returned as 0, which keeps subnormal numbers out of the ``exp`` and
+    the GEMMs that follow (20x and 8x slower on x86 CPUs). The scale/shift tables are ``mul``/``bias`` (padding row 0).
 
     Args:
         num_kernels (int, optional): number of Gaussians :math:`K`.
@@ -113,7 +118,12 @@ class GaussianKernel(nn.Module):
         bias = self.bias(pair_type).sum(dim=-2).to(dtype)
         y = mul * dist.to(dtype).unsqueeze(-1) + bias
         z = (y - self.mean.to(dtype)) / self.std
-        return torch.exp(-0.5 * z * z) / (math.sqrt(2 * PI) * self.std)
+        # The far tails (exp(-87) = 1.6e-38 and below) are set to 0: as
+        # subnormal numbers they make exp about 20x and the GEMMs of the
+        # next layer (forward and backward) about 8x slower on x86 CPUs.
+        q = (-0.5 * z * z).clamp(min=_TAIL)
+        g = torch.exp(q).masked_fill(q == _TAIL, 0.0)
+        return g / (math.sqrt(2 * PI) * self.std)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.num_kernels}, '

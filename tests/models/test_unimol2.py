@@ -424,8 +424,13 @@ def test_chunking_and_checkpointing(mols):
 
 
 def test_config_and_presets():
-    assert set(PRESETS) == {'tiny', 'small', '42M', '84M', '164M', '310M',
-                            '570M', '1.1B'}
+    assert set(PRESETS) == {'80K', '180K', '420K', 'tiny', '2M', 'small',
+                            '42M', '84M', '164M', '310M', '570M', '1.1B'}
+    with torch.device('meta'):  # the names are the parameter counts
+        counts = {name: UniMol2.from_preset(name).num_parameters()
+                  for name in ('80K', '180K', '420K', '2M')}
+    assert counts == {'80K': 81_350, '180K': 180_940, '420K': 422_910,
+                      '2M': 1_971_092}
     model = UniMol2.from_preset('tiny', dropout=0.0, lm_head=False)
     assert model.config.dropout == 0.0 and model.lm_head is None
     assert PRESETS['tiny'].dropout == 0.1  # presets are not mutated

@@ -1,0 +1,138 @@
+r"""CPU-scale scaling study (paper section 4, eq. 10, Table 3, Fig. 4).
+
+Pretrains every preset of ``--presets`` with ``unimol2 pretrain`` on one
+molecule store (``unimol2 build-hdf5``), all with the same batch size,
+learning-rate schedule, steps and seed, ``--parallel`` runs at a time (one
+thread each); copies each run's ``metrics.jsonl`` and ``config.json`` into
+``RESULTS/runs/<preset>/``; then fits eq. 10 on all but the ``--held-out``
+largest sizes with :func:`pyg_unimol2.pretrain.scaling.scaling_fit` and
+predicts those, writing ``RESULTS/scaling_fit.{json,png}`` and
+``RESULTS.md``. A killed study resumes: finished runs are skipped, a
+partial run continues from its last checkpoint.
+
+The committed fit can be re-run without re-training::
+
+    unimol2 scaling-fit benchmarks/results/scaling/runs/{80K,180K,420K,tiny} \
+        --predict benchmarks/results/scaling/runs/{2M,small} --skip-steps 300
+
+Example (the committed study)::
+
+    python benchmarks/scaling_study.py --store runs/scaling/moses_store \
+        --work runs/scaling
+"""
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+from pyg_unimol2.pretrain.scaling import read_run, scaling_fit
+
+HERE = Path(__file__).resolve().parent
+PRESETS = '80K,180K,420K,tiny,2M,small'
+
+
+def pretrain_command(args, preset: str) -> List[str]:
+    """The ``unimol2 pretrain`` command of one run of the study."""
+    return [sys.executable, '-m', 'pyg_unimol2.pretrain',
+            '--store', str(args.store), '--out', str(args.work / preset),
+            '--preset', preset, '--max-steps', str(args.steps),
+            '--max-batch-size', str(args.batch_size),
+            '--max-tokens', '1000000', '--lr', str(args.lr),
+            '--warmup-steps', str(args.warmup),
+            '--valid-every', str(args.valid_every),
+            '--valid-fraction', str(args.valid_fraction),
+            '--ckpt-every', str(args.valid_every * 2),
+            '--keep-checkpoints', '1', '--seed', str(args.seed),
+            '--threads', '1', '--num-workers', '1', '--no-progress']
+
+
+def finished(run: Path, steps: int) -> bool:
+    """Whether :obj:`run` has its validation at the last step."""
+    try:
+        curve = read_run(run)
+    except Exception:
+        return False
+    return curve.steps[-1] >= steps
+
+
+def run_all(args, presets: List[str]) -> Dict[str, float]:
+    """Runs the unfinished presets, ``--parallel`` at a time; returns the
+    wall seconds of each run made."""
+    todo = [p for p in presets if not finished(args.work / p, args.steps)]
+    running: Dict[str, tuple] = {}
+    seconds: Dict[str, float] = {}
+    args.work.mkdir(parents=True, exist_ok=True)
+    while todo or running:
+        while todo and len(running) < args.parallel:
+            preset = todo.pop()  # the largest first
+            log = open(args.work / f'{preset}.log', 'a')
+            print(f'pretraining {preset}: {args.work / preset}', flush=True)
+            running[preset] = (subprocess.Popen(
+                pretrain_command(args, preset), stdout=log,
+                stderr=subprocess.STDOUT), time.time(), log)
+        time.sleep(5)
+        for preset, (proc, start, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[preset]
+            if proc.returncode != 0:
+                sys.exit(f'{preset} failed (exit {proc.returncode}); see '
+                         f'{args.work / preset}.log')
+            seconds[preset] = time.time() - start
+            print(f'{preset} done in {seconds[preset] / 60:.1f} min',
+                  flush=True)
+    return seconds
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--store', type=Path, required=True)
+    parser.add_argument('--work', type=Path, default=Path('runs/scaling'))
+    parser.add_argument('--results', type=Path,
+                        default=HERE / 'results' / 'scaling')
+    parser.add_argument('--presets', default=PRESETS,
+                        help='comma-separated, smallest first')
+    parser.add_argument('--held-out', type=int, default=2,
+                        help='the largest sizes predicted, not fitted')
+    parser.add_argument('--steps', type=int, default=1200)
+    parser.add_argument('--batch-size', type=int, default=32)
+    parser.add_argument('--lr', type=float, default=5e-4)
+    parser.add_argument('--warmup', type=int, default=100)
+    parser.add_argument('--valid-every', type=int, default=100)
+    parser.add_argument('--valid-fraction', type=float, default=0.02)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--skip-steps', type=int, default=300,
+                        help='the transient left out of the fit')
+    parser.add_argument('--parallel', type=int, default=2)
+    args = parser.parse_args(argv)
+    presets = args.presets.split(',')
+    seconds = run_all(args, presets)
+
+    runs = args.results / 'runs'
+    for preset in presets:
+        (runs / preset).mkdir(parents=True, exist_ok=True)
+        for name in ('metrics.jsonl', 'config.json'):
+            shutil.copy(args.work / preset / name, runs / preset / name)
+    fitted = [runs / p for p in presets[:-args.held_out]]
+    held = [runs / p for p in presets[-args.held_out:]]
+    report = scaling_fit(fitted, held, skip_steps=args.skip_steps)
+    report.write(args.results)
+    table = report.table()
+    print(table)
+    record = dict(command=' '.join(['python'] + sys.argv),
+                  pretrain_command=pretrain_command(args, '<preset>')[1:],
+                  seconds=seconds, presets={
+                      p: dict(parameters=read_run(runs / p).num_parameters,
+                              final_valid_loss=float(
+                                  read_run(runs / p).loss[-1]))
+                      for p in presets})
+    (args.results / 'study.json').write_text(json.dumps(record, indent=2))
+
+
+if __name__ == '__main__':
+    main()
