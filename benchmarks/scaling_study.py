@@ -15,10 +15,12 @@ The committed fit can be re-run without re-training::
     unimol2 scaling-fit benchmarks/results/scaling/runs/{80K,180K,420K,tiny} \
         --predict benchmarks/results/scaling/runs/{2M,small} --skip-steps 300
 
-Example (the committed study)::
+Example (the committed study and the shipped ``small-moses`` weights)::
 
+    unimol2 build-hdf5 ../shared/datasets/moses/train.csv.gz \
+        runs/scaling/moses_store --limit 40000 --workers 1
     python benchmarks/scaling_study.py --store runs/scaling/moses_store \
-        --work runs/scaling
+        --work runs/scaling --ship small:small-moses
 """
 import argparse
 import json
@@ -29,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+from pyg_unimol2.checkpoints import latest_checkpoint
+from pyg_unimol2.checkpoints.bundled import ship_weights
 from pyg_unimol2.pretrain.scaling import read_run, scaling_fit
 
 HERE = Path(__file__).resolve().parent
@@ -109,6 +113,9 @@ def main(argv=None) -> None:
     parser.add_argument('--skip-steps', type=int, default=300,
                         help='the transient left out of the fit')
     parser.add_argument('--parallel', type=int, default=2)
+    parser.add_argument('--ship', default=None, metavar='PRESET:NAME',
+                        help='also write the last checkpoint of PRESET as '
+                        'the shipped weights NAME (pyg_unimol2/weights/)')
     args = parser.parse_args(argv)
     presets = args.presets.split(',')
     seconds = run_all(args, presets)
@@ -132,6 +139,30 @@ def main(argv=None) -> None:
                                   read_run(runs / p).loss[-1]))
                       for p in presets})
     (args.results / 'study.json').write_text(json.dumps(record, indent=2))
+    if args.ship:
+        ship(args, record, *args.ship.split(':'))
+
+
+def ship(args, record: dict, preset: str, name: str) -> None:
+    """The last checkpoint of :obj:`preset` as the shipped weights
+    :obj:`name`, with the study's recipe and its validation loss."""
+    checkpoint = latest_checkpoint(args.work / preset / 'checkpoints')
+    run = read_run(args.results / 'runs' / preset)
+    path = ship_weights(checkpoint, name, dict(
+        recipe=record['command'], pretrain_command=' '.join(
+            ['python'] + pretrain_command(args, preset)[1:]),
+        steps=int(run.steps[-1]), valid_loss=float(run.loss[-1]),
+        valid_metrics=final_validation(args.results / 'runs' / preset)))
+    print(f'shipped {preset} as {name}: {path} '
+          f'({path.stat().st_size / 2**20:.1f} MiB)')
+
+
+def final_validation(run: Path) -> dict:
+    """The last validation record of a run's ``metrics.jsonl``."""
+    records = [json.loads(line) for line in
+               (run / 'metrics.jsonl').read_text().splitlines() if line]
+    last = [r for r in records if 'valid_loss' in r][-1]
+    return {k: v for k, v in last.items() if k.startswith('valid_')}
 
 
 if __name__ == '__main__':

@@ -351,7 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument('--pretrained', default=None, metavar='CKPT',
                     help='start from this checkpoint (official, pretraining '
                     'or fine-tuning; its architecture wins over --preset), '
-                    'or hub:SIZE for the official weights (84M ... 1.1B)')
+                    'hub:SIZE for the official weights (84M ... 1.1B), or '
+                    'the name of weights shipped with the package '
+                    '(small-moses)')
     ft.add_argument('--fresh-heads', action='store_true',
                     help='do not keep the pretrained heads of tasks with the '
                     'same name')

@@ -114,8 +114,9 @@ def rewrite_markdown(json_path: str) -> Path:
 def merge_results(json_paths: Sequence[str], results_dir: str,
                   stem: str) -> Path:
     """Merges results files of the same benchmark run with different seeds
-    (``--first-seed``) into ``<stem>.{json,md}``: per model and target the
-    seeds' MAEs are pooled; every source command is listed."""
+    (``--first-seed``) or models into ``<stem>.{json,md}``: per model and
+    target the seeds' MAEs are pooled; every source command is listed, and
+    every setting that differs between the sources with all its values."""
     records = [json.loads(Path(p).read_text()) for p in json_paths]
     merged = dict(records[0], rows=[], notes=list(records[0].get('notes',
                                                                  [])))
@@ -128,7 +129,13 @@ def merge_results(json_paths: Sequence[str], results_dir: str,
                 into['mae'].setdefault(target, []).extend(values)
             into['runs'] += row['runs']
     merged['rows'] = list(rows.values())
-    merged['meta'] = dict(records[0]['meta'], seeds=sorted(
+    meta = dict(records[0]['meta'])
+    for key in meta:  # settings that differ between the sources: all values
+        values = [r['meta'].get(key) for r in records]
+        distinct = [v for k, v in enumerate(values) if v not in values[:k]]
+        if len(distinct) > 1 and key not in ('command', 'date'):
+            meta[key] = distinct
+    merged['meta'] = dict(meta, seeds=sorted(
         {run['seed'] for row in merged['rows'] for run in row['runs']}),
         command=' ; '.join(r['meta']['command'] for r in records))
     out = Path(results_dir) / f'{stem}.json'

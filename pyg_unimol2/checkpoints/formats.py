@@ -37,6 +37,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 
 from ..errors import UserError
+from .bundled import bundled_file
 from .hub import HUB_PREFIX, download_weights
 from .integrity import seal, verify
 from .writer import list_checkpoints
@@ -66,12 +67,15 @@ class ForeignCheckpointError(CheckpointError, KeyError):
 
 def read_checkpoint(source: Source) -> Dict[str, Any]:
     """The checkpoint object of :obj:`source` (a path, ``hub:NAME`` for
-    official weights by name (:mod:`.hub`), or an already loaded dict),
+    official weights by name (:mod:`.hub`), the name of weights shipped
+    with the package (:mod:`.bundled`), or an already loaded dict),
     with a clear error for a missing or unreadable file."""
     if isinstance(source, dict):
         return source
     if isinstance(source, str) and source.startswith(HUB_PREFIX):
         source = download_weights(source[len(HUB_PREFIX):])
+    elif isinstance(source, str) and not os.path.exists(source):
+        source = bundled_file(source) or source  # shipped weights by name
     path = Path(source)
     if path.is_dir():
         raise CheckpointError(f'checkpoint {path} is a directory (give a .pt '

@@ -8,7 +8,10 @@ model repository (``'dptech/Uni-Mol2/modelzoo/84M/checkpoint.pt'``).
 Wherever a checkpoint path is accepted, ``hub:NAME`` stands for the
 weights of that name (:func:`~pyg_unimol2.checkpoints.read_checkpoint`).
 
-Where the file comes from:
+The names of the small pretrained backbones shipped with the package
+(:mod:`.bundled`, e.g. ``'small-moses'``) resolve to their files, offline.
+
+Where an official file comes from:
 
 * ``UNIMOL2_WEIGHT_DIR`` set: a local mirror of :data:`REPO_ID`, the file
   at the same path as in the repository (``DIR/modelzoo/84M/checkpoint.pt``,
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Tuple
 
 from ..errors import ConfigError, MissingFileError
+from .bundled import bundled_file, bundled_weights
 
 __all__ = ['REPO_ID', 'SIZES', 'HUB_PREFIX', 'WEIGHT_DIR_ENV', 'hub_file',
            'download_weights']
@@ -53,8 +57,10 @@ def hub_file(name: str) -> Tuple[str, str]:
     parts = name.split('/', 2)
     if len(parts) == 3 and all(parts):
         return f'{parts[0]}/{parts[1]}', parts[2]
+    shipped = ', '.join(bundled_weights()) or 'none'
     raise ConfigError(f"unknown official Uni-Mol2 weights '{name}' (known "
-                      f"sizes: {', '.join(SIZES)}; or OWNER/REPO/FILE of a "
+                      f"sizes: {', '.join(SIZES)}; shipped with the package: "
+                      f"{shipped}; or OWNER/REPO/FILE of a "
                       f"Hugging Face repository, e.g. "
                       f"{REPO_ID}/modelzoo/84M/checkpoint.pt)")
 
@@ -70,6 +76,12 @@ def download_weights(name: str) -> Path:
             (offline, no network, or no such file in the repository); the
             message names repository and file and how to get it.
     """
+    shipped = bundled_file(name)
+    if shipped is not None:
+        if not shipped.is_file():
+            raise MissingFileError(f'the shipped weights {name} ({shipped}) '
+                                   f'are missing: reinstall pyg_unimol2')
+        return shipped
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.utils import (HfHubHTTPError, HFValidationError,
                                        LocalEntryNotFoundError)

@@ -273,11 +273,13 @@ class UniMol2(nn.Module):
         ``'164M'``, ``'310M'``, ``'570M'``, ``'1.1B'``) or of
         ``OWNER/REPO/FILE`` on the Hugging Face Hub, downloaded once into
         the Hugging Face cache (or ``UNIMOL2_WEIGHT_DIR``), e.g.
-        ``UniMol2.from_pretrained('84M').eval()``; see
+        ``UniMol2.from_pretrained('84M').eval()``; or a small backbone
+        shipped with the package (``'small-moses'``, offline; see
+        :mod:`pyg_unimol2.checkpoints.bundled`); see
         :mod:`pyg_unimol2.checkpoints.hub`.
 
         Args:
-            name (str): a size or ``OWNER/REPO/FILE``.
+            name (str): a size, a shipped name or ``OWNER/REPO/FILE``.
             heads (bool, optional): keep the masked-atom head of the
                 pretraining checkpoint. (default: :obj:`False`)
             **overrides: non-architecture :class:`UniMol2Config` fields

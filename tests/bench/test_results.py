@@ -29,3 +29,22 @@ def test_tables_print_paper_rows_and_merge_over_seeds(tmp_path):
     assert '1 min wall clock' in md
     merged = json.loads((tmp_path / 'merged.json').read_text())
     assert merged['meta']['seeds'] == [0, 1]
+
+
+def test_merge_lists_settings_that_differ(tmp_path):
+    paths = []
+    for preset, pretrained in (('tiny', 'a.pt'), ('small', 'none')):
+        rows = [dict(model=f'Uni-Mol2 {preset}', mae={'gap': [0.1]},
+                     runs=[dict(task=['gap'], seed=0, epochs_run=3,
+                               best_epoch=2, seconds=1.0)])]
+        write_results(str(tmp_path / preset), 'bench', 'QM9', rows, ['gap'],
+                      {'gap': 'Ha'}, 'table6', f'cmd {preset}',
+                      dict(preset=preset, pretrained=pretrained, lr=4e-4))
+        paths.append(str(tmp_path / preset / 'bench.json'))
+    merge_results(paths, str(tmp_path), 'merged')
+    meta = json.loads((tmp_path / 'merged.json').read_text())['meta']
+    assert meta['preset'] == ['tiny', 'small']
+    assert meta['pretrained'] == ['a.pt', 'none']
+    assert meta['lr'] == 4e-4  # the same in both: one value
+    md = (tmp_path / 'merged.md').read_text()
+    assert '| Uni-Mol2 tiny | 0.1 |' in md and '| Uni-Mol2 small | 0.1 |' in md

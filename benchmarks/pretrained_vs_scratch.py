@@ -1,0 +1,128 @@
+r"""Pretrained vs from scratch on the limited-data QM9 benchmark (paper
+Table 6) and COMPAS-1D (Table 5), with the checkpoints of the scaling study
+(``benchmarks/scaling_study.py``).
+
+For each preset of ``--presets`` and each seed it runs
+``benchmarks/qm9_limited.py`` and ``benchmarks/compas1d.py`` twice, once
+with ``--pretrained`` the preset's last pretraining checkpoint and once from
+scratch, everything else equal (split, training subsets, budget, lr), as
+separate processes, ``--parallel`` at a time (one thread each); then merges
+every benchmark's runs into one table
+(``RESULTS/pretrained_vs_scratch_{qm9_limited,compas1d}.{json,md}``) with the
+paper's numbers beside ours.
+
+Example (the committed tables)::
+
+    python benchmarks/pretrained_vs_scratch.py --scaling runs/scaling
+"""
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+from pyg_unimol2.bench.results import merge_results
+from pyg_unimol2.checkpoints.writer import latest_checkpoint
+
+HERE = Path(__file__).resolve().parent
+COMPAS = HERE.parent.parent / 'shared' / 'datasets' / 'compas-1d' / \
+    'compas-1D_b3lyp-d3bj_def2-svp.csv'
+
+
+def jobs(args) -> List[Dict]:
+    """One job per benchmark, preset, initialisation and seed."""
+    out = []
+    for preset in args.presets.split(','):
+        checkpoint = latest_checkpoint(args.scaling / preset / 'checkpoints')
+        if checkpoint is None:
+            sys.exit(f'no pretraining checkpoint in {args.scaling / preset}'
+                     f'; run benchmarks/scaling_study.py first')
+        for init in ('pretrained', 'scratch'):
+            extra = ['--pretrained', str(checkpoint)] \
+                if init == 'pretrained' else []
+            for seed in range(args.seeds):
+                common = ['--preset', preset, '--models', 'unimol2',
+                          '--graph-features', 'keep', '--conformers', '1',
+                          '--lr', str(args.lr), '--epochs', '1000',
+                          '--seeds', '1', '--first-seed', str(seed),
+                          '--threads', '1', '--workers', '1'] + extra
+                name = f'{preset}_{init}_seed{seed}'
+                out.append(dict(bench='qm9_limited', name=name, command=[
+                    'benchmarks/qm9_limited.py', '--subset', '20000',
+                    '--sizes', '50,100,200', '--targets', args.qm9_targets,
+                    '--valid-size', '200',
+                    '--budget-minutes', str(args.qm9_minutes)] + common))
+                out.append(dict(bench='compas1d', name=name, command=[
+                    'benchmarks/compas1d.py', '--csv', str(args.compas),
+                    '--targets', args.compas_targets,
+                    '--budget-minutes', str(args.compas_minutes)] + common))
+    return out
+
+
+def run(args, todo: List[Dict]) -> None:
+    """Runs the jobs whose results are missing, ``--parallel`` at a time."""
+    running = []
+    todo = [j for j in todo if not result_file(args, j).is_file()]
+    while todo or running:
+        while todo and len(running) < args.parallel:
+            job = todo.pop(0)
+            parts = args.work / job['bench'] / job['name']
+            parts.mkdir(parents=True, exist_ok=True)
+            command = [sys.executable] + job['command'] + [
+                '--results-dir', str(parts),
+                '--runs-dir', str(args.work / 'runs' / job['name'])]
+            print(f'{job["bench"]} {job["name"]}', flush=True)
+            log = open(parts / 'log.txt', 'w')
+            running.append((subprocess.Popen(command, stdout=log,
+                                             stderr=subprocess.STDOUT),
+                            job, log))
+        time.sleep(5)
+        for entry in list(running):
+            proc, job, log = entry
+            if proc.poll() is None:
+                continue
+            log.close()
+            running.remove(entry)
+            if proc.returncode != 0:
+                print(f'FAILED: {job["bench"]} {job["name"]} (see '
+                      f'{args.work / job["bench"] / job["name"]}/log.txt)',
+                      flush=True)
+
+
+def result_file(args, job: Dict) -> Path:
+    stem = 'qm9_limited_train50_100_200' if job['bench'] == 'qm9_limited' \
+        else 'compas1d'
+    return args.work / job['bench'] / job['name'] / f'{stem}.json'
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--scaling', type=Path, default=Path('runs/scaling'),
+                        help='the work directory of scaling_study.py')
+    parser.add_argument('--work', type=Path, default=Path('runs/pvs'))
+    parser.add_argument('--results-dir', type=Path,
+                        default=HERE / 'results')
+    parser.add_argument('--presets', default='tiny,small')
+    parser.add_argument('--seeds', type=int, default=3)
+    parser.add_argument('--lr', type=float, default=4e-4)
+    parser.add_argument('--qm9-targets', default='homo,lumo,gap')
+    parser.add_argument('--qm9-minutes', type=float, default=0.75)
+    parser.add_argument('--compas', type=Path, default=COMPAS)
+    parser.add_argument('--compas-targets', default='aEA,dipmom')
+    parser.add_argument('--compas-minutes', type=float, default=1.5)
+    parser.add_argument('--parallel', type=int, default=2)
+    args = parser.parse_args(argv)
+    todo = jobs(args)
+    run(args, todo)
+    for bench in ('qm9_limited', 'compas1d'):
+        parts = [str(result_file(args, j)) for j in todo
+                 if j['bench'] == bench and result_file(args, j).is_file()]
+        if parts:
+            path = merge_results(parts, str(args.results_dir),
+                                 f'pretrained_vs_scratch_{bench}')
+            print(path.read_text())
+
+
+if __name__ == '__main__':
+    main()
