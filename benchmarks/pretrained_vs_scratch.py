@@ -2,8 +2,10 @@ r"""Pretrained vs from scratch on the limited-data QM9 benchmark (paper
 Table 6) and COMPAS-1D (Table 5), with the checkpoints of the scaling study
 (``benchmarks/scaling_study.py``).
 
-For each preset of ``--presets`` and each seed it runs
-``benchmarks/qm9_limited.py`` and ``benchmarks/compas1d.py`` twice, once
+For each preset of ``--presets`` (smallest first) and each seed it runs
+``benchmarks/qm9_limited.py`` (HOMO, LUMO and gap for the largest preset,
+the gap for the others) and ``benchmarks/compas1d.py`` (the largest preset)
+twice, once
 with ``--pretrained`` the preset's last pretraining checkpoint and once from
 scratch, everything else equal (split, training subsets, budget, lr), as
 separate processes, ``--parallel`` at a time (one thread each); then merges
@@ -33,15 +35,17 @@ COMPAS = HERE.parent.parent / 'shared' / 'datasets' / 'compas-1d' / \
 def jobs(args) -> List[Dict]:
     """One job per benchmark, preset, initialisation and seed."""
     out = []
-    for preset in args.presets.split(','):
+    presets = args.presets.split(',')
+    for preset in presets[::-1]:  # the largest first
+        largest = preset == presets[-1]
         checkpoint = latest_checkpoint(args.scaling / preset / 'checkpoints')
         if checkpoint is None:
             sys.exit(f'no pretraining checkpoint in {args.scaling / preset}'
                      f'; run benchmarks/scaling_study.py first')
-        for init in ('pretrained', 'scratch'):
-            extra = ['--pretrained', str(checkpoint)] \
-                if init == 'pretrained' else []
-            for seed in range(args.seeds):
+        for seed in range(args.seeds):  # pairs first: a seed, both inits
+            for init in ('pretrained', 'scratch'):
+                extra = ['--pretrained', str(checkpoint)] \
+                    if init == 'pretrained' else []
                 common = ['--preset', preset, '--models', 'unimol2',
                           '--graph-features', 'keep', '--conformers', '1',
                           '--lr', str(args.lr), '--epochs', '1000',
@@ -50,13 +54,15 @@ def jobs(args) -> List[Dict]:
                 name = f'{preset}_{init}_seed{seed}'
                 out.append(dict(bench='qm9_limited', name=name, command=[
                     'benchmarks/qm9_limited.py', '--subset', '20000',
-                    '--sizes', '50,100,200', '--targets', args.qm9_targets,
+                    '--sizes', '50,100,200', '--targets',
+                    args.qm9_targets if largest else args.qm9_other_targets,
                     '--valid-size', '200',
                     '--budget-minutes', str(args.qm9_minutes)] + common))
-                out.append(dict(bench='compas1d', name=name, command=[
-                    'benchmarks/compas1d.py', '--csv', str(args.compas),
-                    '--targets', args.compas_targets,
-                    '--budget-minutes', str(args.compas_minutes)] + common))
+                if largest or args.compas_all:
+                    out.append(dict(bench='compas1d', name=name, command=[
+                        'benchmarks/compas1d.py', '--csv', str(args.compas),
+                        '--targets', args.compas_targets, '--budget-minutes',
+                        str(args.compas_minutes)] + common))
     return out
 
 
@@ -69,9 +75,14 @@ def run(args, todo: List[Dict]) -> None:
             job = todo.pop(0)
             parts = args.work / job['bench'] / job['name']
             parts.mkdir(parents=True, exist_ok=True)
+            runs = args.work / 'runs' / job['name']
+            runs.mkdir(parents=True, exist_ok=True)
+            if not (runs / 'splits').exists():  # one split for every job
+                (args.work / 'splits').mkdir(exist_ok=True)
+                (runs / 'splits').symlink_to((args.work / 'splits').resolve())
             command = [sys.executable] + job['command'] + [
                 '--results-dir', str(parts),
-                '--runs-dir', str(args.work / 'runs' / job['name'])]
+                '--runs-dir', str(runs)]
             print(f'{job["bench"]} {job["name"]}', flush=True)
             log = open(parts / 'log.txt', 'w')
             running.append((subprocess.Popen(command, stdout=log,
@@ -106,8 +117,14 @@ def main(argv=None) -> None:
     parser.add_argument('--presets', default='tiny,small')
     parser.add_argument('--seeds', type=int, default=3)
     parser.add_argument('--lr', type=float, default=4e-4)
-    parser.add_argument('--qm9-targets', default='homo,lumo,gap')
-    parser.add_argument('--qm9-minutes', type=float, default=0.75)
+    parser.add_argument('--qm9-targets', default='homo,lumo,gap',
+                        help='QM9 targets of the largest preset')
+    parser.add_argument('--qm9-other-targets', default='gap',
+                        help='QM9 targets of the other presets')
+    parser.add_argument('--qm9-minutes', type=float, default=0.5)
+    parser.add_argument('--compas-all', action='store_true',
+                        help='COMPAS-1D for every preset (default: the '
+                        'largest only)')
     parser.add_argument('--compas', type=Path, default=COMPAS)
     parser.add_argument('--compas-targets', default='aEA,dipmom')
     parser.add_argument('--compas-minutes', type=float, default=1.5)

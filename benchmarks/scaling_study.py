@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from pyg_unimol2.checkpoints import latest_checkpoint
-from pyg_unimol2.checkpoints.bundled import ship_weights
+from pyg_unimol2.checkpoints.bundled import WEIGHTS_DIR, ship_weights
 from pyg_unimol2.pretrain.scaling import read_run, scaling_fit
 
 HERE = Path(__file__).resolve().parent
@@ -98,7 +98,7 @@ def main(argv=None) -> None:
     parser.add_argument('--store', type=Path, required=True)
     parser.add_argument('--work', type=Path, default=Path('runs/scaling'))
     parser.add_argument('--results', type=Path,
-                        default=HERE / 'results' / 'scaling')
+                        default=Path('benchmarks/results/scaling'))
     parser.add_argument('--presets', default=PRESETS,
                         help='comma-separated, smallest first')
     parser.add_argument('--held-out', type=int, default=2,
@@ -116,9 +116,14 @@ def main(argv=None) -> None:
     parser.add_argument('--ship', default=None, metavar='PRESET:NAME',
                         help='also write the last checkpoint of PRESET as '
                         'the shipped weights NAME (pyg_unimol2/weights/)')
+    parser.add_argument('--weights-dir', type=Path, default=WEIGHTS_DIR,
+                        help='where --ship writes (default: the package)')
     args = parser.parse_args(argv)
     presets = args.presets.split(',')
-    seconds = run_all(args, presets)
+    previous = args.results / 'study.json'
+    seconds = json.loads(previous.read_text())['seconds'] \
+        if previous.is_file() else {}
+    seconds.update(run_all(args, presets))
 
     runs = args.results / 'runs'
     for preset in presets:
@@ -139,8 +144,41 @@ def main(argv=None) -> None:
                                   read_run(runs / p).loss[-1]))
                       for p in presets})
     (args.results / 'study.json').write_text(json.dumps(record, indent=2))
+    markdown(args, record, table, fitted, held)
     if args.ship:
         ship(args, record, *args.ship.split(':'))
+
+
+def markdown(args, record: dict, table: str, fitted: List[Path],
+             held: List[Path]) -> None:
+    """``RESULTS.md``: the commands, the presets and the fit."""
+    from pyg_unimol2.models import PRESETS
+    rel = [str(p.relative_to(HERE.parent)) if p.is_relative_to(HERE.parent)
+           else str(p) for p in fitted + held]
+    lines = ['# Scaling study: eq. 10 fitted on CPU-sized Uni-Mol2 runs', '',
+             '```bash', record['command'], '```', '',
+             'Each run (one thread):', '', '```bash',
+             ' '.join(['python'] + record['pretrain_command']), '```', '',
+             'The fit again, from the committed runs:', '', '```bash',
+             f'unimol2 scaling-fit {" ".join(rel[:len(fitted)])} --predict '
+             f'{" ".join(rel[len(fitted):])} --skip-steps {args.skip_steps} '
+             f'--out {args.results.relative_to(HERE.parent) if args.results.is_relative_to(HERE.parent) else args.results}',
+             '```', '',
+             '| preset | parameters | layers | E | P | h | role | final '
+             'valid loss | minutes |', '|---|---|---|---|---|---|---|---|---|']
+    for preset, info in record['presets'].items():
+        c = PRESETS[preset]
+        role = 'fit' if args.results / 'runs' / preset in fitted else \
+            'held out'
+        minutes = record['seconds'].get(preset)
+        lines.append(f'| {preset} | {info["parameters"]:,} | {c.num_layers} '
+                     f'| {c.embed_dim} | {c.pair_dim} | {c.pair_hidden_dim} '
+                     f'| {role} | {info["final_valid_loss"]:.4f} | '
+                     f'{"n/a" if minutes is None else f"{minutes / 60:.1f}"}'
+                     f' |')
+    lines += ['', table, '', f'![actual vs predicted]'
+              f'({args.results.name}/scaling_fit.png)', '']
+    args.results.with_suffix('.md').write_text('\n'.join(lines))
 
 
 def ship(args, record: dict, preset: str, name: str) -> None:
@@ -148,7 +186,8 @@ def ship(args, record: dict, preset: str, name: str) -> None:
     :obj:`name`, with the study's recipe and its validation loss."""
     checkpoint = latest_checkpoint(args.work / preset / 'checkpoints')
     run = read_run(args.results / 'runs' / preset)
-    path = ship_weights(checkpoint, name, dict(
+    path = ship_weights(checkpoint, name, directory=args.weights_dir,
+                        info=dict(
         recipe=record['command'], pretrain_command=' '.join(
             ['python'] + pretrain_command(args, preset)[1:]),
         steps=int(run.steps[-1]), valid_loss=float(run.loss[-1]),

@@ -10,7 +10,8 @@ Cases (``--cases``): ``84M-moses-16`` (the 84M preset, the first 16 MOSES
 test molecules, RDKit ETKDGv3 + MMFF conformers from
 :func:`~pyg_unimol2.data.from_smiles` with ``seed=0``) and ``small-qm9-64``
 (the ``small`` preset, 64 molecules of the seeded 20,000-molecule QM9
-subset of ``make run``, DFT geometries). ``--smoke`` runs a two-layer toy
+subset of ``make run`` drawn at random with seed 0, DFT geometries).
+``--smoke`` runs a two-layer toy
 model on 4 molecules for 2 steps (CI).
 
 Both models see the same tensors: the official batch is built from our
@@ -49,8 +50,11 @@ and of what the other implementation left in the process.
 molecules alone (batch of one, so the official padded normalisation equals
 ours); the JSON reports max |CLS_ours - CLS_off| / max |CLS_off|.
 
+**Profile**: the operators with the most self CPU time in one more
+training step of each implementation (``--no-profile`` skips it).
+
 Prints a markdown table, writes the JSON (``--out``) and a markdown file
-beside it with the table and the command.
+beside it with the table, the profiles and the command.
 """
 import argparse
 import gzip
@@ -298,6 +302,37 @@ def peak_bytes(fn: Callable[[], None]) -> int:
     return peak
 
 
+def op_profile(runners: List[Runner], rows: int = 12) -> Dict[str, list]:
+    r"""Per implementation, the :obj:`rows` operators with the most self
+    CPU time in an extra (untimed) training step, from
+    :func:`torch.profiler.profile`: ``[name, calls, self CPU ms]``."""
+    from torch.profiler import ProfilerActivity, profile
+    tables = {}
+    for r in runners:
+        for _ in range(2):  # the second: without the profiler's first use
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                r.step('train')
+        ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in ops) / 1e3
+        tables[r.name] = [['total', None, round(total, 2)]] + [
+            [e.key, e.count, round(e.self_cpu_time_total / 1e3, 2)]
+            for e in ops[:rows]]
+    return tables
+
+
+def profile_markdown(result: dict) -> str:
+    """The op profiles of a case (:func:`op_profile`) as a markdown table,
+    ours beside official."""
+    ours, off = (result['profile'][k] for k in ('ours', 'official'))
+    lines = [f'### {result["case"]}: one training step, self CPU ms per op',
+             '', '| ours: op | calls | ms | official: op | calls | ms |',
+             '|---|---|---|---|---|---|']
+    for a, b in zip(ours, off):
+        lines.append(f'| {a[0]} | {a[1] or ""} | {a[2]} | {b[0]} | '
+                     f'{b[1] or ""} | {b[2]} |')
+    return '\n'.join(lines)
+
+
 def check_equivalence(ours, official, data: list) -> float:
     r"""Max relative CLS difference, each molecule alone, eval, fp32."""
     ours.eval()
@@ -313,7 +348,8 @@ def check_equivalence(ours, official, data: list) -> float:
     return worst
 
 
-def run_case(name: str, steps: int, warmup: int, check: int) -> dict:
+def run_case(name: str, steps: int, warmup: int, check: int,
+             profile: bool = False) -> dict:
     size, dataset, batch_size = CASES[name]
     data = (moses_data if dataset == 'moses' else qm9_data)(batch_size)
     dense = to_dense(Batch.from_data_list(data))
@@ -330,6 +366,8 @@ def run_case(name: str, steps: int, warmup: int, check: int) -> dict:
         parameters=ours.num_parameters(), steps=steps, warmup=warmup,
         cls_max_rel_diff=max_rel, equivalence_molecules=len(data[:check]))
     result.update(compare(runners, batch_size))
+    if profile:
+        result['profile'] = op_profile(runners)
     return result
 
 
@@ -364,6 +402,8 @@ def main(argv=None) -> dict:
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--check', type=int, default=4,
                         help='molecules checked for equivalence')
+    parser.add_argument('--no-profile', dest='profile', action='store_false',
+                        help='skip the per-op profile of a training step')
     parser.add_argument('--smoke', action='store_true',
                         help='toy model, 4 molecules, 2 steps (CI)')
     parser.add_argument('--out', type=Path,
@@ -381,7 +421,7 @@ def main(argv=None) -> dict:
     for case in args.cases:
         try:
             results.append(run_case(case, args.steps, args.warmup,
-                                    args.check))
+                                    args.check, args.profile))
         except Exception as e:  # one failing case must not lose the others
             traceback.print_exc()
             failed.append(dict(case=case, error=f'{type(e).__name__}: {e}'))
@@ -403,7 +443,8 @@ def main(argv=None) -> dict:
         f'{args.warmup} warm-up step(s). Peak memory: live CPU tensor '
         f'bytes allocated during one step (profiler allocation events), see '
         f'the docstring of `benchmarks/throughput.py`.\n\n'
-        f'{md}\n')
+        f'{md}\n' + ''.join(f'\n{profile_markdown(r)}\n' for r in results
+                            if 'profile' in r))
     if failed:
         sys.exit(f'{len(failed)} of {len(args.cases)} cases failed: '
                  + ', '.join(f['case'] for f in failed))

@@ -341,3 +341,32 @@ def test_reads_a_real_pretraining_run(store, tmp_path):
     assert curve.loss[-1] == result['valid_loss']
     atom = read_run(tmp_path / 'run', metric='atom')
     assert atom.loss[-1] == result['valid_atom']
+
+
+def test_committed_study_reproduces_its_fit(tmp_path, capsys):
+    """``unimol2 scaling-fit`` on the committed runs of
+    ``benchmarks/results/scaling/`` gives the committed coefficients (1e-6
+    relative) and held-out metrics, and prints the Table 3-style table."""
+    results = REPO / 'benchmarks' / 'results' / 'scaling'
+    committed = json.loads((results / 'scaling_fit.json').read_text())
+    roles = {r['preset']: r['role'] for r in committed['runs']}
+    fit = [str(results / 'runs' / p) for p, r in roles.items() if r == 'fit']
+    held = [str(results / 'runs' / p) for p, r in roles.items()
+            if r == 'predict']
+    assert len(roles) >= 5 and len(held) == 2
+    sizes = [read_run(results / 'runs' / p).num_parameters for p in roles]
+    assert max(sizes) / min(sizes) >= 20
+    skip = committed['settings']['skip_steps']
+    main(['scaling-fit'] + fit + ['--predict'] + held + [
+        '--skip-steps', str(skip), '--out', str(tmp_path)])
+    again = json.loads((tmp_path / 'scaling_fit.json').read_text())
+    for name, value in committed['coefficients'].items():
+        assert again['coefficients'][name] == pytest.approx(value, rel=1e-6)
+    for a, b in zip(again['runs'], committed['runs']):
+        assert a['preset'] == b['preset']
+        assert a['metrics']['rmae'] == pytest.approx(b['metrics']['rmae'],
+                                                     rel=1e-6)
+    out = capsys.readouterr().out
+    assert '| RMAE | MSE | R-Squared | Pearson |' in out
+    for path in held:
+        assert f'{path} (' in out
