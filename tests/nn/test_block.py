@@ -104,8 +104,18 @@ def test_keep_mask_distribution_and_masked_residual_grad():
     from pyg_unimol2.nn.block import _keep_mask, _MaskedResidual
     torch.manual_seed(0)
     keep = _keep_mask(torch.empty(0), (1000, 1000), 0.1)
-    assert keep.dtype == torch.bool
+    assert keep.dtype == torch.bool and keep.shape == (1000, 1000)
     assert abs(keep.double().mean().item() - 0.9) < 2e-3
+    # four masks per random 64-bit word: neighbours stay uncorrelated
+    flat = keep.view(-1).double()
+    for lag in (1, 2, 3, 4):
+        r = torch.corrcoef(torch.stack([flat[:-lag], flat[lag:]]))[0, 1]
+        assert abs(r.item()) < 5e-3, lag
+    for p, shape in ((0.25, (7, 3, 5)), (0.5, (33, )), (0.0, (4, 4))):
+        rate = torch.stack([_keep_mask(x, shape, p)
+                            for x in [torch.empty(0)] * 4000]).double()
+        assert rate.shape[1:] == shape
+        assert abs(rate.mean().item() - (1 - p)) < 5e-3, p
     x = torch.randn(3, 4, 5, dtype=torch.double, requires_grad=True)
     y = torch.randn(3, 4, 5, dtype=torch.double, requires_grad=True)
     keep = torch.rand(3, 1, 5) < 0.5
