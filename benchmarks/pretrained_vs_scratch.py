@@ -129,10 +129,12 @@ def main(argv=None) -> None:
     parser.add_argument('--compas-targets', default='aEA,dipmom')
     parser.add_argument('--compas-minutes', type=float, default=1.5)
     parser.add_argument('--parallel', type=int, default=2)
+    parser.add_argument('--benchmarks', default='qm9_limited,compas1d',
+                        type=lambda s: s.split(','))
     args = parser.parse_args(argv)
-    todo = jobs(args)
+    todo = [j for j in jobs(args) if j['bench'] in args.benchmarks]
     run(args, todo)
-    for bench in ('qm9_limited', 'compas1d'):
+    for bench in args.benchmarks:
         parts = [str(result_file(args, j)) for j in todo
                  if j['bench'] == bench and result_file(args, j).is_file()]
         if parts:
