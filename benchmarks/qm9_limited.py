@@ -52,7 +52,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     sizes = [int(s) for s in args.sizes.split(',')]
     if args.smoke:
         targets, sizes, args.valid_size = targets[-1:], sizes[:1], 40
-    dataset, units = harness.load_dataset(args, 'qm9', ['gap'])
+    dataset, _ = harness.load_dataset(args, 'qm9', ['gap'])
+    units = harness.load_dataset(args, 'qm9', targets)[1]
     split = harness.load_split(args, 'qm9', dataset)
     gap = torch.cat([d.y for d in dataset])[:, 0].numpy()
     rows = []

@@ -129,6 +129,10 @@ def merge_results(json_paths: Sequence[str], results_dir: str,
                 into['mae'].setdefault(target, []).extend(values)
             into['runs'] += row['runs']
     merged['rows'] = list(rows.values())
+    merged['units'] = {}
+    for record in records:  # a unit any source knows
+        for target, unit in record.get('units', {}).items():
+            merged['units'].setdefault(target, unit)
     meta = dict(records[0]['meta'])
     for key in meta:  # settings that differ between the sources: all values
         values = [r['meta'].get(key) for r in records]
