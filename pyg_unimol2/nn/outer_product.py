@@ -1,5 +1,5 @@
 """Outer-product update of the pair track from the atom track (paper eq. 5)."""
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -9,40 +9,66 @@ from ._utils import pack_pairs, row_chunks, token_counts
 from .inits import bert_init_
 
 
+#: Values of ``t = (b W^T)`` per block of molecules (4 MiB of float32):
+#: :class:`_OuterRows` works block by block so that ``t`` stays in cache.
+_BLOCK_VALUES = 2**20
+
+
 class _OuterRows(torch.autograd.Function):
     r"""Rows of the projected outer product,
     ``z = baddbmm(bias, a, t^T)`` with ``t = (b W^T).view(B, N * P, h)``,
     for ``a: [B, n, h]``, ``b: [B, N, h]``, ``W: [P * h, h]``,
-    ``bias: [B, 1, N * P]``. :obj:`t` (given, computed once for all row
-    chunks) is *not* saved: it holds :math:`h/N` times as many values as a
-    pair tensor, so the backward recomputes it from :obj:`b` (one small
-    GEMM), and it returns the gradients of :obj:`b` and :obj:`W` directly
-    (no transposed copy of the gradient of :obj:`t`)."""
+    ``bias: [B, 1, N * P]``. ``t`` holds :math:`h/n` times as many values as
+    the output, so it is built, used and dropped one block of molecules at a
+    time (:data:`_BLOCK_VALUES`: it stays in cache instead of going through
+    memory), in the forward and again in the backward (it is never
+    stored), which returns the gradients of :obj:`b` and :obj:`W` directly
+    (no transposed copy of the gradient of ``t``)."""
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, weight: Tensor, bias: Tensor,
-                t: Tensor) -> Tensor:
+    def forward(ctx, a: Tensor, b: Tensor, weight: Tensor,
+                bias: Tensor) -> Tensor:
         ctx.save_for_backward(a, b, weight)
-        return torch.baddbmm(bias, a, t.transpose(1, 2))
+        B, N, h = b.shape
+        out = a.new_empty(B, a.size(1), weight.size(0) * N // h)
+        for m in _blocks(b, weight):
+            t = F.linear(b[m], weight).view(m.stop - m.start, -1, h)
+            torch.baddbmm(bias[m], a[m], t.transpose(1, 2), out=out[m])
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
+        # Differentiable ops only (no out=): energies differentiated twice
+        # (conservative forces) differentiate this backward.
         a, b, weight = (v.to(grad.dtype) for v in ctx.saved_tensors)
         B, N, h = b.shape
         need = ctx.needs_input_grad
-        grad_a = grad_b = grad_weight = grad_bias = None
-        if need[0]:
-            t = F.linear(b, weight).view(B, -1, h)
-            grad_a = torch.bmm(grad, t)
-        if need[1] or need[2]:
-            # d t[b, (j, p), c] = sum_i grad[b, i, (j, p)] a[b, i, c]
-            grad_t = torch.bmm(grad.transpose(1, 2), a).view(B * N, -1)
-            if need[1]:
-                grad_b = (grad_t @ weight).view(B, N, h)
-            if need[2]:
-                grad_weight = grad_t.t() @ b.reshape(B * N, h)
-        if need[3]:
-            grad_bias = grad.sum(dim=1, keepdim=True)
-        return grad_a, grad_b, grad_weight, grad_bias, None
+        grad_a, grad_b, grad_weight = [], [], 0
+        for m in _blocks(b, weight):
+            if need[0]:
+                t = F.linear(b[m], weight).view(m.stop - m.start, -1, h)
+                grad_a.append(torch.bmm(grad[m], t))
+            if need[1] or need[2]:
+                # d t[b, (j, p), c] = sum_i grad[b, i, (j, p)] a[b, i, c]
+                grad_t = torch.bmm(grad[m].transpose(1, 2), a[m])
+                grad_t = grad_t.view((m.stop - m.start) * N, -1)  # [., P h]
+                if need[1]:
+                    grad_b.append((grad_t @ weight).view(-1, N, h))
+                if need[2]:
+                    grad_weight = grad_weight + grad_t.t() @ b[m].reshape(
+                        -1, h)
+        return (torch.cat(grad_a) if need[0] else None,
+                torch.cat(grad_b) if need[1] else None,
+                grad_weight if need[2] else None,
+                grad.sum(dim=1, keepdim=True) if need[3] else None)
+
+
+def _blocks(b: Tensor, weight: Tensor) -> List[slice]:
+    """Slices of the molecules of ``b [B, N, h]`` in blocks of about
+    :data:`_BLOCK_VALUES` values of ``t`` (``N * P * h`` per molecule; at
+    least one molecule per block)."""
+    B, N, _ = b.shape
+    size = max(1, _BLOCK_VALUES // (N * weight.size(0)))
+    return [slice(i, min(i + size, B)) for i in range(0, B, size)]
 
 
 class OuterProduct(nn.Module):
@@ -139,16 +165,15 @@ class OuterProduct(nn.Module):
         a = a * norm.view(B, 1, 1)
 
         # t[b, j, (p, c)] = sum_e W[p, c, e] * b[b, j, e]: a plain linear map
-        # with W viewed as [P * h, h] (no weight copy) ...
+        # with W viewed as [P * h, h] (no weight copy), then
+        # z[b, i, (j, p)] = sum_c a[b, i, c] t[b, (j, p), c] (_OuterRows;
+        # with chunk_size, t is rebuilt for every block of rows)
         weight = self.linear_out.weight.view(P * h, h).to(b.dtype)
-        with torch.no_grad():  # differentiated inside _OuterRows
-            t = F.linear(b, weight).view(B, N * P, h)
-        bias = self.linear_out.bias.to(t.dtype).repeat(N)  # [N * P]
+        bias = self.linear_out.bias.to(b.dtype).repeat(N)  # [N * P]
         bias = bias.view(1, 1, N * P) * norm.view(B, 1, 1)
 
         def rows(start: int, end: int) -> Tensor:
-            # ... then z[b, i, (j, p)] = sum_c a[b, i, c] t[b, (j, p), c]
-            z = _OuterRows.apply(a[:, start:end], b, weight, bias, t)
+            z = _OuterRows.apply(a[:, start:end], b, weight, bias)
             return z.view(B, end - start, N, P)
 
         out = row_chunks(rows, N, chunk_size)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from pyg_unimol2.nn import OuterProduct
@@ -70,17 +71,21 @@ def test_outer_product_padding_independent():
     assert torch.allclose(opm(padded, mask)[:, :4, :4], alone, atol=1e-6)
 
 
-def test_outer_rows_gradcheck():
-    from pyg_unimol2.nn.outer_product import _OuterRows
+@pytest.mark.parametrize('block', [1, 2, 10**6])  # molecules per block
+def test_outer_rows_gradcheck(block, monkeypatch):
+    from pyg_unimol2.nn import outer_product
     torch.manual_seed(0)
-    B, n, N, P, h = 2, 3, 4, 5, 3
+    B, n, N, P, h = 3, 3, 4, 5, 3
+    monkeypatch.setattr(outer_product, '_BLOCK_VALUES', block * N * P * h)
+    assert len(outer_product._blocks(torch.empty(B, N, h),
+                                     torch.empty(P * h, h))) == \
+        -(-B // min(block, B))
     a = torch.randn(B, n, h, dtype=torch.double, requires_grad=True)
     b = torch.randn(B, N, h, dtype=torch.double, requires_grad=True)
     w = torch.randn(P * h, h, dtype=torch.double, requires_grad=True)
     bias = torch.randn(B, 1, N * P, dtype=torch.double, requires_grad=True)
-
-    def fn(a, b, w, bias):
-        t = torch.nn.functional.linear(b, w).view(B, N * P, h).detach()
-        return _OuterRows.apply(a, b, w, bias, t)
-
-    assert torch.autograd.gradcheck(fn, (a, b, w, bias))
+    z = outer_product._OuterRows.apply(a, b, w, bias)
+    t = torch.nn.functional.linear(b, w).view(B, N * P, h)
+    assert torch.allclose(z, torch.baddbmm(bias, a, t.transpose(1, 2)))
+    assert torch.autograd.gradcheck(outer_product._OuterRows.apply,
+                                    (a, b, w, bias))
