@@ -178,7 +178,10 @@ def markdown(args, record: dict, table: str, fitted: List[Path],
                      f' |')
     lines += ['', table, '', f'![actual vs predicted]'
               f'({args.results.name}/scaling_fit.png)', '']
-    args.results.with_suffix('.md').write_text('\n'.join(lines))
+    md = args.results.with_suffix('.md')
+    notes = md.read_text().partition('\n## Notes')[1:] if md.is_file() \
+        else ()
+    md.write_text('\n'.join(lines) + ''.join(notes))  # keeps hand notes
 
 
 def ship(args, record: dict, preset: str, name: str) -> None:
