@@ -62,6 +62,7 @@ from torch.utils.flop_counter import (FlopCounterMode,
 
 from pyg_unimol2.data import DenseBatch
 from pyg_unimol2.models.unimol2 import UniMol2, UniMol2Config
+from pyg_unimol2.nn.attention import _KEY_BLOCK
 from pyg_unimol2.nn.heads import LinearHead
 
 #: Per-block components whose backward the CLS loss skips in the last block.
@@ -124,19 +125,24 @@ class StepFlops:
 
 
 def step_flops(config: UniMol2Config, batch_size: int, padded_atoms: int,
-               pair_rows: Optional[int] = None) -> StepFlops:
+               pair_rows: Optional[int] = None,
+               key_block: int = 1) -> StepFlops:
     r"""FLOPs of a batch of :obj:`batch_size` molecules padded to
     :obj:`padded_atoms` atoms; :obj:`pair_rows` rows of the per-pair layers
-    (default: all :math:`BN^2` pairs, the model FLOPs)."""
+    (default: all :math:`BN^2` pairs, the model FLOPs); attention keys
+    padded to a multiple of :obj:`key_block` (the CPU runs 16, see
+    :class:`~pyg_unimol2.nn.SelfAttentionPairBias`; default 1: the model
+    FLOPs)."""
     c = config
     B, L = batch_size, padded_atoms
     N = L + 1
+    M = -(-N // key_block) * key_block  # attention keys
     T = B * N
     R = B * N * N if pair_rows is None else pair_rows
     E, H, F = c.embed_dim, c.num_heads, c.ffn_hidden_dim
     P, h, K = c.pair_dim, c.pair_hidden_dim, c.num_kernels
     block = dict(
-        attention=2 * T * 4 * E * E + 4 * B * N * N * E,
+        attention=2 * T * 4 * E * E + 4 * B * N * M * E,
         pair_bias=2 * R * P * H,
         atom_ffn=4 * T * E * F,
         outer_product=(2 * T * 2 * E * h + 2 * T * P * h * h +
@@ -201,7 +207,7 @@ def flop_check(dense: DenseBatch,
     out = dict(config=config.name, batch_size=B, padded_atoms=L)
     for path, rows, chunk in (('packed', real, None),
                               ('padded', None, N)):
-        flops = step_flops(config, B, L, rows)
+        flops = step_flops(config, B, L, rows, key_block=_KEY_BLOCK)
         model = UniMol2(config, chunk_size=chunk)
         forward = _counted(model, head, dense, False)
         train = _counted(model, head, dense, True)

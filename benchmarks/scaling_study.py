@@ -136,7 +136,8 @@ def main(argv=None) -> None:
     report.write(args.results)
     table = report.table()
     print(table)
-    record = dict(command=' '.join(['python'] + sys.argv),
+    record = dict(command=' '.join(['python', 'benchmarks/scaling_study.py'] + (
+        sys.argv[1:] if argv is None else list(argv))),
                   pretrain_command=pretrain_command(args, '<preset>')[1:],
                   seconds=seconds, presets={
                       p: dict(parameters=read_run(runs / p).num_parameters,

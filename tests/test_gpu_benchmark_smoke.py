@@ -83,9 +83,14 @@ def test_flop_count_equals_flop_counter(benchmarks):
             assert module['analytic'] == module['counted'] > 0, name
         # model FLOPs leave out the recomputed outer-product projection
         assert 0 < res['train']['model_rel_diff'] < 0.05
-    # the MFU count is the padded one
-    assert (step_flops(CHECK_CONFIG, B, L).train ==
+    # the MFU count is the padded one; on CPU attention pads the keys to 16
+    assert (step_flops(CHECK_CONFIG, B, L, key_block=16).train ==
             check['padded']['train']['model'])
+    model = step_flops(CHECK_CONFIG, B, L).components  # GPU: no key padding
+    cpu = step_flops(CHECK_CONFIG, B, L, key_block=16).components
+    assert model['attention'] < cpu['attention']
+    assert {k: v for k, v in model.items() if k != 'attention'} == \
+        {k: v for k, v in cpu.items() if k != 'attention'}
 
 
 def test_peak_table(benchmarks):

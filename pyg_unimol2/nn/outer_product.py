@@ -29,10 +29,15 @@ class _OuterRows(torch.autograd.Function):
                 bias: Tensor) -> Tensor:
         ctx.save_for_backward(a, b, weight)
         B, N, h = b.shape
-        out = a.new_empty(B, a.size(1), weight.size(0) * N // h)
-        for m in _blocks(b, weight):
-            t = F.linear(b[m], weight).view(m.stop - m.start, -1, h)
-            torch.baddbmm(bias[m], a[m], t.transpose(1, 2), out=out[m])
+        device = a.device.type
+        dtype = torch.get_autocast_dtype(device) \
+            if torch.is_autocast_enabled(device) else a.dtype
+        out = a.new_empty(B, a.size(1), weight.size(0) * N // h, dtype=dtype)
+        with torch.autocast(device, enabled=False):  # as autocast would
+            a, b, weight, bias = (v.to(dtype) for v in (a, b, weight, bias))
+            for m in _blocks(b, weight):
+                t = F.linear(b[m], weight).view(m.stop - m.start, -1, h)
+                torch.baddbmm(bias[m], a[m], t.transpose(1, 2), out=out[m])
         return out
 
     @staticmethod
