@@ -18,12 +18,11 @@ Example (the committed tables)::
     python benchmarks/pretrained_vs_scratch.py --scaling runs/scaling
 """
 import argparse
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List
 
+from pyg_unimol2.bench.processes import run_parallel
 from pyg_unimol2.bench.results import merge_results
 from pyg_unimol2.checkpoints.writer import latest_checkpoint
 
@@ -67,38 +66,25 @@ def jobs(args) -> List[Dict]:
 
 
 def run(args, todo: List[Dict]) -> None:
-    """Runs the jobs whose results are missing, ``--parallel`` at a time."""
-    running = []
-    todo = [j for j in todo if not result_file(args, j).is_file()]
-    while todo or running:
-        while todo and len(running) < args.parallel:
-            job = todo.pop(0)
-            parts = args.work / job['bench'] / job['name']
-            parts.mkdir(parents=True, exist_ok=True)
-            runs = args.work / 'runs' / job['name']
-            runs.mkdir(parents=True, exist_ok=True)
-            if not (runs / 'splits').exists():  # one split for every job
-                (args.work / 'splits').mkdir(exist_ok=True)
-                (runs / 'splits').symlink_to((args.work / 'splits').resolve())
-            command = [sys.executable] + job['command'] + [
-                '--results-dir', str(parts),
-                '--runs-dir', str(runs)]
-            print(f'{job["bench"]} {job["name"]}', flush=True)
-            log = open(parts / 'log.txt', 'w')
-            running.append((subprocess.Popen(command, stdout=log,
-                                             stderr=subprocess.STDOUT),
-                            job, log))
-        time.sleep(5)
-        for entry in list(running):
-            proc, job, log = entry
-            if proc.poll() is None:
-                continue
-            log.close()
-            running.remove(entry)
-            if proc.returncode != 0:
-                print(f'FAILED: {job["bench"]} {job["name"]} (see '
-                      f'{args.work / job["bench"] / job["name"]}/log.txt)',
-                      flush=True)
+    """Runs the jobs whose results are missing, ``--parallel`` at a time
+    (a failing job is reported and the others go on)."""
+    commands = []
+    for job in todo:
+        if result_file(args, job).is_file():
+            continue
+        parts = args.work / job['bench'] / job['name']
+        parts.mkdir(parents=True, exist_ok=True)
+        runs = args.work / 'runs' / job['name']
+        runs.mkdir(parents=True, exist_ok=True)
+        if not (runs / 'splits').exists():  # one split for every job
+            (args.work / 'splits').mkdir(exist_ok=True)
+            (runs / 'splits').symlink_to((args.work / 'splits').resolve())
+        commands.append((f'{job["bench"]} {job["name"]}',
+                         [sys.executable] + job['command'] + [
+                             '--results-dir', str(parts),
+                             '--runs-dir', str(runs)],
+                         parts / 'log.txt'))
+    run_parallel(commands, args.parallel)
 
 
 def result_file(args, job: Dict) -> Path:

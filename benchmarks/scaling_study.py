@@ -25,12 +25,11 @@ Example (the committed study and the shipped ``small-moses`` weights)::
 import argparse
 import json
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List
 
+from pyg_unimol2.bench.processes import run_parallel
 from pyg_unimol2.checkpoints import latest_checkpoint
 from pyg_unimol2.checkpoints.bundled import WEIGHTS_DIR, ship_weights
 from pyg_unimol2.pretrain.scaling import read_run, scaling_fit
@@ -64,33 +63,20 @@ def finished(run: Path, steps: int) -> bool:
 
 
 def run_all(args, presets: List[str]) -> Dict[str, float]:
-    """Runs the unfinished presets, ``--parallel`` at a time; returns the
-    wall seconds of each run made."""
-    todo = [p for p in presets if not finished(args.work / p, args.steps)]
-    running: Dict[str, tuple] = {}
-    seconds: Dict[str, float] = {}
+    """Runs the unfinished presets, ``--parallel`` at a time, the largest
+    first; returns the wall seconds of each run made."""
     args.work.mkdir(parents=True, exist_ok=True)
-    while todo or running:
-        while todo and len(running) < args.parallel:
-            preset = todo.pop()  # the largest first
-            log = open(args.work / f'{preset}.log', 'a')
-            print(f'pretraining {preset}: {args.work / preset}', flush=True)
-            running[preset] = (subprocess.Popen(
-                pretrain_command(args, preset), stdout=log,
-                stderr=subprocess.STDOUT), time.time(), log)
-        time.sleep(5)
-        for preset, (proc, start, log) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            log.close()
-            del running[preset]
-            if proc.returncode != 0:
-                sys.exit(f'{preset} failed (exit {proc.returncode}); see '
-                         f'{args.work / preset}.log')
-            seconds[preset] = time.time() - start
-            print(f'{preset} done in {seconds[preset] / 60:.1f} min',
-                  flush=True)
-    return seconds
+    jobs = [(preset, pretrain_command(args, preset),
+             args.work / f'{preset}.log') for preset in presets[::-1]
+            if not finished(args.work / preset, args.steps)]
+    for preset, _, _ in jobs:
+        print(f'pretraining {preset}: {args.work / preset}', flush=True)
+    done = run_parallel(jobs, args.parallel)
+    failed = [name for name, (code, _) in done.items() if code != 0]
+    if failed:
+        sys.exit(f'pretraining failed: {", ".join(failed)} (see their logs '
+                 f'in {args.work})')
+    return {name: seconds for name, (_, seconds) in done.items()}
 
 
 def main(argv=None) -> None:
