@@ -120,6 +120,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     todo = [j for j in jobs(args) if j['bench'] in args.benchmarks]
     run(args, todo)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
     for bench in args.benchmarks:
         parts = [str(result_file(args, j)) for j in todo
                  if j['bench'] == bench and result_file(args, j).is_file()]
