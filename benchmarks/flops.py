@@ -62,7 +62,7 @@ from torch.utils.flop_counter import (FlopCounterMode,
 
 from pyg_unimol2.data import DenseBatch
 from pyg_unimol2.models.unimol2 import UniMol2, UniMol2Config
-from pyg_unimol2.nn.attention import _KEY_BLOCK
+from pyg_unimol2.nn._utils import SOFTMAX_BLOCK
 from pyg_unimol2.nn.heads import LinearHead
 
 #: Per-block components whose backward the CLS loss skips in the last block.
@@ -207,7 +207,7 @@ def flop_check(dense: DenseBatch,
     out = dict(config=config.name, batch_size=B, padded_atoms=L)
     for path, rows, chunk in (('packed', real, None),
                               ('padded', None, N)):
-        flops = step_flops(config, B, L, rows, key_block=_KEY_BLOCK)
+        flops = step_flops(config, B, L, rows, key_block=SOFTMAX_BLOCK)
         model = UniMol2(config, chunk_size=chunk)
         forward = _counted(model, head, dense, False)
         train = _counted(model, head, dense, True)

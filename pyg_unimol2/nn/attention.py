@@ -5,17 +5,32 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._utils import unpack_pairs
+from ._utils import dropout_multiplier, padded_length, unpack_pairs
 from .inits import bert_init_
-
-#: Key padding on CPU (:class:`SelfAttentionPairBias`).
-_KEY_BLOCK = 16
 
 
 def _pad_keys(t: Tensor, size: int) -> Tensor:
     """``[B, N, H, d]`` zero-padded to ``[B, size, H, d]``."""
     return t if t.size(1) == size else F.pad(t, (0, 0, 0, 0, 0,
                                                  size - t.size(1)))
+
+
+def _dropout_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor,
+                       p: float) -> Tensor:
+    r"""``Dropout(softmax(q k^T / sqrt(d) + bias)) v`` for ``q [B, H, N, d]``,
+    ``k, v [B, H, M, d]``, ``bias [B, H, N, M]``: the math of the CPU
+    training path of :func:`~torch.nn.functional.scaled_dot_product_attention`
+    with the dropout mask of :func:`~pyg_unimol2.nn._utils.dropout_multiplier`
+    (SDPA draws ``bernoulli_``, which costs more than the attention)."""
+    B, H, N, d = q.shape
+    M = k.size(2)
+    scores = torch.baddbmm(bias.reshape(B * H, N, M),
+                           q.reshape(B * H, N, d),
+                           k.reshape(B * H, M, d).transpose(1, 2),
+                           alpha=d**-0.5)
+    weights = torch.softmax(scores, dim=-1) * dropout_multiplier(
+        scores, scores.shape, p)
+    return torch.bmm(weights, v.reshape(B * H, M, d)).view(B, H, N, d)
 
 
 class SelfAttentionPairBias(nn.Module):
@@ -37,9 +52,10 @@ class SelfAttentionPairBias(nn.Module):
     NaN). Query/key/value projections have no bias; heads are split
     head-major (head :math:`h` uses channels :math:`[hd, (h+1)d)`). As in
     the official code, no layer norm is applied to :math:`\mathbf{p}` here.
-    Runs on :func:`torch.nn.functional.scaled_dot_product_attention`; on
-    CPU with the keys padded to a multiple of 16 (masked), where PyTorch's
-    softmax over short rows is slow.
+    Runs on :func:`torch.nn.functional.scaled_dot_product_attention`
+    (with attention dropout while training: the same math with a cheaper
+    dropout mask); on CPU with the keys padded to a multiple of 16
+    (masked), where PyTorch's softmax over short rows is slow.
     The pair representation may be given *packed* (only the real pairs,
     see :obj:`pair_index`); pairs absent from it count as zero vectors
     (bias :math:`\mathbf{b}_B`).
@@ -102,7 +118,7 @@ class SelfAttentionPairBias(nn.Module):
         H, d = self.num_heads, self.head_dim
         # On CPU the keys are padded to a multiple of 16 (masked out): the
         # softmax over a row of, say, 10 keys runs 5-9x slower than over 16.
-        M = -(-N // _KEY_BLOCK) * _KEY_BLOCK if x.device.type == 'cpu' else N
+        M = padded_length(N, x.device)
         q = self.linear_q(x).view(B, N, H, d).transpose(1, 2)
         k = _pad_keys(self.linear_k(x).view(B, N, H, d), M).transpose(1, 2)
         v = _pad_keys(self.linear_v(x).view(B, N, H, d), M).transpose(1, 2)
@@ -119,9 +135,11 @@ class SelfAttentionPairBias(nn.Module):
             mask = F.pad(mask, (0, M - N), value=False)
         if mask is not None:
             bias = bias.masked_fill(~mask.view(B, 1, 1, M), float('-inf'))
-        o = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias.to(q.dtype),
-            dropout_p=self.dropout if self.training else 0.0)
+        if self.training and self.dropout > 0.0:
+            o = _dropout_attention(q, k, v, bias.to(q.dtype), self.dropout)
+        else:
+            o = F.scaled_dot_product_attention(q, k, v,
+                                               attn_mask=bias.to(q.dtype))
         o = o.transpose(1, 2).reshape(B, N, self.embed_dim)
         return self.linear_o(o)
 

@@ -1,55 +1,30 @@
 """One two-track (atom + pair) Uni-Mol2 block (paper eqs. 4 and 5)."""
-import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from ._utils import row_chunks
+from ._utils import dropout_multiplier, row_chunks
 from .attention import SelfAttentionPairBias
 from .outer_product import OuterProduct
 from .transition import Transition
 from .triangular_update import TriangularUpdate
 
 
-def _keep_mask(like: Tensor, shape: Sequence[int], p: float) -> Tensor:
-    r"""Bernoulli(:math:`1-p`) keep mask (bool) of :obj:`shape`, with
-    :math:`1-p` rounded to a multiple of :math:`2^{-16}`. Drawn as uniform
-    16-bit integers (four per random 64-bit word) compared with a
-    threshold: a quarter of the CPU time of ``bernoulli_`` and its
-    rescaling, and a bool mask (1 byte per element) to keep for the
-    backward."""
-    threshold = round((1.0 - p) * 2**16) - 2**15
-    if threshold >= 2**15:  # keep all (beyond the int16 range)
-        return torch.ones(shape, dtype=torch.bool, device=like.device)
-    numel = math.prod(shape)
-    words = torch.empty((numel + 3) // 4, dtype=torch.int64,
-                        device=like.device).random_(-2**63, None)
-    return (words.view(torch.int16)[:numel] < threshold).view(shape)
-
-
-def _scaled(keep: Tensor, scale: float, dtype: torch.dtype) -> Tensor:
-    r"""The dropout multiplier: :obj:`scale` where :obj:`keep`, else 0."""
-    return keep.to(dtype).mul_(scale)  # 2x faster than torch.where
-
-
 class _MaskedResidual(torch.autograd.Function):
-    r"""``x + y * scale * keep`` as one ``addcmul``. Only the bool mask
-    :obj:`keep` (which broadcasts to :obj:`y`, of the shape of :obj:`x`) is
-    saved, a quarter of a float mask, and the backward is a single product
-    (autograd's ``addcmul`` would save the float mask and spend a second
-    pass on its scalar ``value``)."""
+    r"""``x + y * mult`` as one ``addcmul`` with the dropout multiplier
+    :obj:`mult` (:func:`dropout_multiplier`, broadcasting to :obj:`y`, of
+    the shape of :obj:`x`), which is all the backward keeps: its gradient is
+    one product (autograd's ``addcmul`` also keeps :obj:`y`)."""
     @staticmethod
-    def forward(ctx, x: Tensor, y: Tensor, keep: Tensor,
-                scale: float) -> Tensor:
-        ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return torch.addcmul(x, y, _scaled(keep, scale, y.dtype))
+    def forward(ctx, x: Tensor, y: Tensor, mult: Tensor) -> Tensor:
+        ctx.save_for_backward(mult)
+        return torch.addcmul(x, y, mult)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        keep, = ctx.saved_tensors
-        return grad, grad * _scaled(keep, ctx.scale, grad.dtype), None, None
+        mult, = ctx.saved_tensors
+        return grad, grad * mult, None
 
 
 def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
@@ -57,8 +32,8 @@ def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
     probability :obj:`p` and rescales the others by :math:`1/(1-p)`."""
     if p == 0.0 or not training:
         return x
-    keep = _keep_mask(x, (x.size(0), ) + (1, ) * (x.dim() - 1), p)
-    return x * _scaled(keep, 1.0 / (1.0 - p), x.dtype)
+    return x * dropout_multiplier(x, (x.size(0), ) + (1, ) * (x.dim() - 1),
+                                  p)
 
 
 class UniMol2Block(nn.Module):
@@ -151,48 +126,51 @@ class UniMol2Block(nn.Module):
 
     def _residual(self, x: Tensor, y: Tensor,
                   molecule: Optional[Tensor] = None,
-                  batch_size: int = 0) -> Tensor:
-        r"""``x + Drop(y)`` in one pass (:class:`_MaskedResidual`). For
-        packed pairs ``[K, P]``, the per-sample stochastic-depth mask
-        ``[B, 1]`` is gathered by the molecule index ``[K]`` of each pair."""
+                  batch_size: int = 0, inplace: bool = False) -> Tensor:
+        r"""``x + Drop(y)`` in one pass (:class:`_MaskedResidual`), into
+        :obj:`x` if :obj:`inplace` (inference). For packed pairs ``[K, P]``,
+        the per-sample stochastic-depth mask ``[B, 1]`` is gathered by the
+        molecule index ``[K]`` of each pair."""
         if not self.training:
-            return x + y
+            return x.add_(y) if inplace else x + y
         if self.droppath_prob > 0.0:
             p = self.droppath_prob
             if molecule is None:
                 shape = (y.size(0), ) + (1, ) * (y.dim() - 1)
-                keep = _keep_mask(y, shape, p)
+                mult = dropout_multiplier(y, shape, p)
             else:
-                keep = _keep_mask(y, (batch_size, 1), p)[molecule]
+                mult = dropout_multiplier(y, (batch_size, 1), p)[molecule]
         elif self.dropout > 0.0:
-            p = self.dropout
-            keep = _keep_mask(y, y.shape, p)
+            mult = dropout_multiplier(y, y.shape, self.dropout)
         else:
             return x + y
-        return _MaskedResidual.apply(x, y, keep, 1.0 / (1.0 - p))
+        return _MaskedResidual.apply(x, y, mult)
 
     def _row_residual(self, x: Tensor, y: Tensor,
                       row: Optional[Tensor] = None,
-                      num_rows: int = 0) -> Tensor:
+                      num_rows: int = 0, inplace: bool = False) -> Tensor:
         r"""``x + Drop_row(y)`` with one mask ``[B, 1, N, P]`` shared along
         the first pair index. For packed pairs ``[K, P]`` the mask is drawn
         as ``[B * N, P]`` and row :math:`bN + j` is gathered for pair
         :math:`(b, i, j)` (:obj:`row` ``[K]``)."""
         p = self.pair_dropout
-        if not self.training or p == 0.0:
+        if not self.training:
+            return x.add_(y) if inplace else x + y
+        if p == 0.0:
             return x + y
         if row is None:
             shape = (y.size(0), 1, y.size(2), y.size(3))
-            keep = _keep_mask(y, shape, p)
+            mult = dropout_multiplier(y, shape, p)
         else:
-            keep = _keep_mask(y, (num_rows, y.size(-1)), p)[row]
-        return _MaskedResidual.apply(x, y, keep, 1.0 / (1.0 - p))
+            mult = dropout_multiplier(y, (num_rows, y.size(-1)), p)[row]
+        return _MaskedResidual.apply(x, y, mult)
 
     def forward(self, x: Tensor, pair: Tensor,
                 mask: Optional[Tensor] = None,
                 num_tokens: Optional[Tensor] = None,
                 chunk_size: Optional[int] = None,
-                pair_index: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+                pair_index: Optional[Tensor] = None,
+                inplace: bool = False) -> Tuple[Tensor, Tensor]:
         r"""
         Args:
             x (Tensor): atom representation ``[B, N, E]``.
@@ -222,24 +200,26 @@ class UniMol2Block(nn.Module):
             row = molecule * N + pair_index % N
         x = self._residual(
             x, self.self_attn(self.self_attn_layer_norm(x), pair, mask,
-                              pair_index))
-        x = self._residual(x, self.ffn(self.final_layer_norm(x)))
+                              pair_index), inplace=inplace)
+        x = self._residual(x, self.ffn(self.final_layer_norm(x)),
+                           inplace=inplace)
 
         pair = self._residual(
             pair,
             self.opm(self.x_layer_norm_opm(x), mask, num_tokens, chunk_size,
-                     pair_index), molecule, B)
+                     pair_index), molecule, B, inplace)
         pair = self._row_residual(
             pair,
             self.pair_tri_mul(self.pair_layer_norm_trimul(pair), mask,
-                              num_tokens, chunk_size, pair_index), row, B * N)
+                              num_tokens, chunk_size, pair_index), row, B * N,
+            inplace)
         if pair_index is not None:
             ffn = self.pair_ffn(self.pair_layer_norm_ffn(pair))
         else:
             ffn = row_chunks(
                 lambda i, j: self.pair_ffn(self.pair_layer_norm_ffn(
                     pair[:, i:j])), N, chunk_size)
-        return x, self._residual(pair, ffn, molecule, B)
+        return x, self._residual(pair, ffn, molecule, B, inplace)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.embed_dim}, '

@@ -134,12 +134,16 @@ class UniMol2Encoder(nn.Module):
             pair = pair.masked_fill(~pair_mask, 0.0)
         use_ckpt = self.checkpointing and self.training and (
             torch.is_grad_enabled())
+        # x and pair are new tensors (layer norms): without autograd the
+        # blocks may update them in place
+        inplace = not torch.is_grad_enabled()
         for layer in self.layers:
             if use_ckpt:
                 x, pair = checkpoint(layer, x, pair, mask, num_tokens,
                                      chunk_size, index, use_reentrant=False)
             else:
-                x, pair = layer(x, pair, mask, num_tokens, chunk_size, index)
+                x, pair = layer(x, pair, mask, num_tokens, chunk_size, index,
+                                inplace)
             if pair_mask is not None:
                 pair = pair.masked_fill(~pair_mask, 0.0)
         if index is not None:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._utils import dropout_multiplier, short_row_softmax
 from .inits import bert_init_
 
 
@@ -114,8 +115,9 @@ class PositionHead(nn.Module):
         if mask is not None:
             logits = logits.masked_fill(~mask.view(B, 1, 1, L),
                                         float('-inf'))
-        attn = torch.softmax(logits, dim=-1)
-        attn = F.dropout(attn, p=self.dropout, training=self.training)
+        attn = short_row_softmax(logits)
+        if self.training and self.dropout > 0.0:
+            attn = attn * dropout_multiplier(attn, attn.shape, self.dropout)
         # s[b, h, j] = w_h . v[b, h, j]; m[b, i, j] = sum_h A[b, h, i, j] s[b, h, j]
         # (element-wise: these contractions have a size-1 side on which
         # batched GEMMs are slow)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._utils import pack_pairs, row_chunks, token_counts
+from ._utils import pack_pairs, prefix_counts, row_chunks, token_counts
 from .inits import bert_init_
 
 
@@ -65,6 +65,67 @@ class _OuterRows(torch.autograd.Function):
                 torch.cat(grad_b) if need[1] else None,
                 grad_weight if need[2] else None,
                 grad.sum(dim=1, keepdim=True) if need[3] else None)
+
+
+class _PackedOuterRows(torch.autograd.Function):
+    r"""The projected outer product of the real pairs only, packed: for
+    molecules whose :obj:`counts` real tokens come first, molecule
+    :math:`m` (:math:`n_m` tokens) gives the rows
+    ``z_m = addmm(bias_m, a_m, t_m^T)`` ``[n_m, n_m P]``, i.e. its
+    :math:`n_m^2` pairs in row-major order (those of
+    :func:`~pyg_unimol2.nn._utils.real_pair_index`), with
+    ``t_m = (b_m W^T).view(n_m P, h)``, for ``a, b: [B, N, h]``,
+    ``W: [P * h, h]`` and the bias rows ``bias: [B, P]``. One molecule at
+    a time, as :class:`_OuterRows` when a molecule fills a block: no padded
+    row of ``t`` or of the output is computed and nothing is packed
+    afterwards. ``t_m`` is recomputed in the backward."""
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, weight: Tensor, bias: Tensor,
+                counts: List[int]) -> Tensor:
+        ctx.save_for_backward(a, b, weight)
+        ctx.counts = counts
+        h, P = b.size(-1), bias.size(-1)
+        device = a.device.type
+        dtype = torch.get_autocast_dtype(device) \
+            if torch.is_autocast_enabled(device) else a.dtype
+        out = a.new_empty(sum(n * n for n in counts), P, dtype=dtype)
+        with torch.autocast(device, enabled=False):  # as autocast would
+            a, b, weight, bias = (v.to(dtype) for v in (a, b, weight, bias))
+            start = 0
+            for m, n in enumerate(counts):
+                t = F.linear(b[m, :n], weight).view(n * P, h)
+                torch.addmm(bias[m].repeat(n), a[m, :n], t.t(),
+                            out=out[start:start + n * n].view(n, n * P))
+                start += n * n
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        # Differentiable ops only (no out=), as in _OuterRows.
+        a, b, weight = (v.to(grad.dtype) for v in ctx.saved_tensors)
+        B, N, h = b.shape
+        P = grad.size(-1)
+        need = ctx.needs_input_grad
+        grad_a, grad_b, grad_bias, grad_weight = [], [], [], 0
+        start = 0
+        for m, n in enumerate(ctx.counts):
+            g = grad[start:start + n * n]
+            start += n * n
+            grad_bias.append(g.sum(dim=0))
+            g = g.reshape(n, n * P)
+            if need[0]:
+                t = F.linear(b[m, :n], weight).view(n * P, h)
+                grad_a.append(F.pad(g @ t, (0, 0, 0, N - n)))
+            if need[1] or need[2]:
+                grad_t = (g.t() @ a[m, :n]).view(n, P * h)
+                if need[1]:
+                    grad_b.append(F.pad(grad_t @ weight, (0, 0, 0, N - n)))
+                if need[2]:
+                    grad_weight = grad_weight + grad_t.t() @ b[m, :n]
+        return (torch.stack(grad_a) if need[0] else None,
+                torch.stack(grad_b) if need[1] else None,
+                grad_weight if need[2] else None,
+                torch.stack(grad_bias) if need[3] else None, None)
 
 
 def _blocks(b: Tensor, weight: Tensor) -> List[slice]:
@@ -174,6 +235,12 @@ class OuterProduct(nn.Module):
         # z[b, i, (j, p)] = sum_c a[b, i, c] t[b, (j, p), c] (_OuterRows;
         # with chunk_size, t is rebuilt for every block of rows)
         weight = self.linear_out.weight.view(P * h, h).to(b.dtype)
+        counts = None
+        if pair_index is not None and len(_blocks(b, weight)) == B:
+            counts = prefix_counts(mask)
+        if counts is not None:  # a molecule per block: real rows only
+            bias = self.linear_out.bias.to(b.dtype) * norm.view(B, 1)
+            return _PackedOuterRows.apply(a, b, weight, bias, counts)
         bias = self.linear_out.bias.to(b.dtype).repeat(N)  # [N * P]
         bias = bias.view(1, 1, N * P) * norm.view(B, 1, 1)
 

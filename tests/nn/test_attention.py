@@ -67,3 +67,34 @@ def test_attention_dropout():
     assert torch.equal(att(x, pair), att(x, pair))
     att.train()
     assert not torch.allclose(att(x, pair), att(x, pair))
+
+
+def test_training_dropout_matches_sdpa_in_expectation():
+    from pyg_unimol2.nn.attention import _dropout_attention
+    torch.manual_seed(0)
+    # without dropout, the explicit training path is SDPA's math
+    q = torch.randn(2, 3, 4, 6)
+    k, v = torch.randn(2, 2, 3, 7, 6).unbind(0)
+    bias = torch.randn(2, 3, 4, 7)
+    bias[..., -1] = float('-inf')  # a padded key
+    sdpa = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=bias)
+    assert torch.allclose(_dropout_attention(q, k, v, bias, 0.0), sdpa,
+                          atol=1e-6)
+    # training: the average over draws converges to the eval output, and
+    # padded keys get no gradient
+    att = SelfAttentionPairBias(8, 2, 4, dropout=0.25)
+    with torch.no_grad():  # non-trivial weights and biases
+        for p in att.parameters():
+            p.normal_(0, 0.5)
+    x, pair = torch.randn(2, 5, 8), torch.randn(2, 5, 5, 4)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    ref = att.eval()(x, pair, mask)
+    att.train()
+    with torch.no_grad():
+        draws = torch.stack([att(x, pair, mask) for _ in range(4000)])
+    assert (draws.mean(0) - ref).abs().max() < 0.02 * ref.abs().max()
+    assert not torch.allclose(draws[0], draws[1], atol=1e-4)
+    pair.requires_grad_(True)
+    grad, = torch.autograd.grad(att(x, pair, mask).sum(), pair)
+    assert torch.isfinite(grad).all() and grad[1][:, 3:].abs().sum() == 0

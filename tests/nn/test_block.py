@@ -100,11 +100,14 @@ def test_drop_path(p):
     assert torch.equal(drop_path(x, p, training=False), x)
 
 
-def test_keep_mask_distribution_and_masked_residual_grad():
-    from pyg_unimol2.nn.block import _keep_mask, _MaskedResidual
+def test_dropout_multiplier_distribution_and_masked_residual_grad():
+    from pyg_unimol2.nn._utils import dropout_multiplier
+    from pyg_unimol2.nn.block import _MaskedResidual
     torch.manual_seed(0)
-    keep = _keep_mask(torch.empty(0), (1000, 1000), 0.1)
-    assert keep.dtype == torch.bool and keep.shape == (1000, 1000)
+    mult = dropout_multiplier(torch.empty(0), (1000, 1000), 0.1)
+    assert mult.dtype == torch.float32 and mult.shape == (1000, 1000)
+    assert set(mult.unique().tolist()) == {0.0, torch.tensor(1 / 0.9).item()}
+    keep = mult > 0
     assert abs(keep.double().mean().item() - 0.9) < 2e-3
     # four masks per random 64-bit word: neighbours stay uncorrelated
     flat = keep.view(-1).double()
@@ -112,16 +115,22 @@ def test_keep_mask_distribution_and_masked_residual_grad():
         r = torch.corrcoef(torch.stack([flat[:-lag], flat[lag:]]))[0, 1]
         assert abs(r.item()) < 5e-3, lag
     for p, shape in ((0.25, (7, 3, 5)), (0.5, (33, )), (0.0, (4, 4))):
-        rate = torch.stack([_keep_mask(x, shape, p)
+        rate = torch.stack([dropout_multiplier(x, shape, p) > 0
                             for x in [torch.empty(0)] * 4000]).double()
         assert rate.shape[1:] == shape
         assert abs(rate.mean().item() - (1 - p)) < 5e-3, p
+    assert torch.equal(dropout_multiplier(torch.empty(0), (5, ), 1.0),
+                       torch.zeros(5))
+    half = dropout_multiplier(torch.empty(0, dtype=torch.bfloat16), (64, ),
+                              0.5)
+    assert half.dtype == torch.bfloat16
+    assert set(half.unique().tolist()) <= {0.0, 2.0}
     x = torch.randn(3, 4, 5, dtype=torch.double, requires_grad=True)
     y = torch.randn(3, 4, 5, dtype=torch.double, requires_grad=True)
-    keep = torch.rand(3, 1, 5) < 0.5
-    out = _MaskedResidual.apply(x, y, keep, 2.0)
-    assert torch.allclose(out, x + y * keep * 2.0)
-    assert torch.autograd.gradcheck(_MaskedResidual.apply, (x, y, keep, 2.0))
+    mult = (torch.rand(3, 1, 5) < 0.5).double() * 2.0
+    out = _MaskedResidual.apply(x, y, mult)
+    assert torch.allclose(out, x + y * mult)
+    assert torch.autograd.gradcheck(_MaskedResidual.apply, (x, y, mult))
 
 
 def test_packed_pairs_equal_dense():

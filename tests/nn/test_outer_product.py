@@ -89,3 +89,59 @@ def test_outer_rows_gradcheck(block, monkeypatch):
     assert torch.allclose(z, torch.baddbmm(bias, a, t.transpose(1, 2)))
     assert torch.autograd.gradcheck(outer_product._OuterRows.apply,
                                     (a, b, w, bias))
+
+
+def test_packed_outer_rows_gradcheck():
+    from pyg_unimol2.nn import outer_product
+    torch.manual_seed(0)
+    B, N, P, h = 3, 4, 5, 3
+    counts = [4, 2, 1]
+    a = torch.randn(B, N, h, dtype=torch.double, requires_grad=True)
+    b = torch.randn(B, N, h, dtype=torch.double, requires_grad=True)
+    w = torch.randn(P * h, h, dtype=torch.double, requires_grad=True)
+    bias = torch.randn(B, P, dtype=torch.double, requires_grad=True)
+    z = outer_product._PackedOuterRows.apply(a, b, w, bias, counts)
+    # the real rows of the dense outer product, row-major per molecule
+    t = torch.nn.functional.linear(b, w).view(B, N * P, h)
+    dense = torch.baddbmm(bias.repeat(1, N).unsqueeze(1), a,
+                          t.transpose(1, 2)).view(B, N, N, P)
+    ref = torch.cat([dense[m, :n, :n].reshape(-1, P)
+                     for m, n in enumerate(counts)])
+    assert torch.allclose(z, ref)
+    fn = lambda *v: outer_product._PackedOuterRows.apply(*v, counts)  # noqa
+    assert torch.autograd.gradcheck(fn, (a, b, w, bias))
+    # forces differentiate the backward again
+    assert torch.autograd.gradgradcheck(fn, (a, b, w, bias))
+
+
+@pytest.mark.parametrize('prefix', [True, False])
+def test_outer_product_molecule_blocks_pack_real_rows(prefix, monkeypatch):
+    from pyg_unimol2.nn import outer_product
+    from pyg_unimol2.nn._utils import pack_pairs, real_pair_index
+    torch.manual_seed(0)
+    opm = OuterProduct(8, 6, hidden_dim=3)
+    with torch.no_grad():
+        for p in opm.parameters():
+            p.normal_(0, 0.5)
+    B, N = 3, 5
+    x = torch.randn(B, N, 8, requires_grad=True)
+    mask = torch.ones(B, N, dtype=torch.bool)
+    mask[1, 3:] = False
+    mask[2, 1:] = False
+    if not prefix:
+        mask[0, 1] = False  # a hole: not a prefix mask
+    index = real_pair_index(mask)
+    dense = pack_pairs(opm(x, mask), index)
+    grads = torch.autograd.grad(dense.pow(2).sum(), [x] +
+                                list(opm.parameters()))
+    used = []
+    monkeypatch.setattr(outer_product, '_BLOCK_VALUES', 1)  # 1 per block
+    original = outer_product._PackedOuterRows.apply
+    monkeypatch.setattr(outer_product._PackedOuterRows, 'apply',
+                        lambda *v: used.append(1) or original(*v))
+    packed = opm(x, mask, pair_index=index)
+    assert bool(used) == prefix
+    assert torch.allclose(packed, dense, atol=1e-6)
+    for g, r in zip(torch.autograd.grad(packed.pow(2).sum(), [x] +
+                                        list(opm.parameters())), grads):
+        assert torch.allclose(g, r, atol=1e-5, rtol=1e-5)
