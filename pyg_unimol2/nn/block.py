@@ -139,7 +139,8 @@ class UniMol2Block(nn.Module):
                 shape = (y.size(0), ) + (1, ) * (y.dim() - 1)
                 mult = dropout_multiplier(y, shape, p)
             else:
-                mult = dropout_multiplier(y, (batch_size, 1), p)[molecule]
+                mult = dropout_multiplier(y, (batch_size, 1),
+                                          p).index_select(0, molecule)
         elif self.dropout > 0.0:
             mult = dropout_multiplier(y, y.shape, self.dropout)
         else:
@@ -162,7 +163,8 @@ class UniMol2Block(nn.Module):
             shape = (y.size(0), 1, y.size(2), y.size(3))
             mult = dropout_multiplier(y, shape, p)
         else:
-            mult = dropout_multiplier(y, (num_rows, y.size(-1)), p)[row]
+            mult = dropout_multiplier(y, (num_rows, y.size(-1)),
+                                      p).index_select(0, row)
         return _MaskedResidual.apply(x, y, mult)
 
     def forward(self, x: Tensor, pair: Tensor,
