@@ -37,12 +37,12 @@ from typing import Dict, List, Optional
 
 import torch
 
+from pyg_unimol2.bench.shared import moses_test
 from pyg_unimol2.data.prefetch import default_workers
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SHARED = Path(os.environ.get('UNIMOL2_SHARED', ROOT.parent / 'shared'))
-MOSES_TEST = SHARED / 'datasets' / 'moses' / 'test.csv.gz'
+MOSES_TEST = moses_test()
 UNIMOL2 = [sys.executable, '-m', 'pyg_unimol2.cli']
 
 

@@ -47,7 +47,6 @@ Prints the table and writes `benchmarks/results/memory.json` and
 import argparse
 import gzip
 import json
-import os
 import platform
 import sys
 import time
@@ -61,13 +60,13 @@ import torch
 from rdkit import Chem, rdBase
 from torch_geometric.data import Batch
 
+from pyg_unimol2.bench.shared import moses_test
 from pyg_unimol2.data import from_smiles, to_dense
 from pyg_unimol2.models.unimol2 import PRESETS, UniMol2, UniMol2Config
 from pyg_unimol2.pretrain import ObjectiveConfig, corrupt, pretrain_loss
 
 HERE = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get('UNIMOL2_SHARED', HERE.parents[1] / 'shared'))
-MOSES = SHARED / 'datasets' / 'moses' / 'test.csv.gz'
+MOSES = moses_test()
 GIB, MIB = 2.0 ** 30, 2.0 ** 20
 #: Heavy-atom count -> 4 featurized MOSES molecules of that size.
 MOLECULES: Dict[int, list] = {}

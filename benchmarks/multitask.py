@@ -23,7 +23,6 @@ Full run on a GPU: ``--preset 84M --pretrained CKPT --budget-minutes 30
 """
 import argparse
 import json
-import os
 import shlex
 import sys
 from dataclasses import replace
@@ -33,14 +32,12 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from pyg_unimol2.bench.shared import shared_datasets
 from pyg_unimol2.datasets.specs import (DatasetSpec, make_run_split,
                                         open_dataset)
 from pyg_unimol2.train.finetune import FinetuneConfig, TaskData, finetune
 
-#: The datasets folder of ``shared/`` beside the repository (override with
-#: UNIMOL2_SHARED, as the tests).
-SHARED = Path(os.environ.get('UNIMOL2_SHARED', Path(__file__).resolve()
-                             .parents[2] / 'shared')) / 'datasets'
+SHARED = shared_datasets()
 MOLECULEACE = ('CHEMBL2835_Ki', 'CHEMBL2047_EC50', 'CHEMBL1871_Ki')
 #: (dataset, task, metric) rows of the table.
 ROWS = [('b3db', 'BBB+/BBB-', 'auroc'), ('b3db', 'logBB', 'mae')] + \

@@ -15,21 +15,20 @@ Prints a table and writes ``benchmarks/results/padding.json``.
 import argparse
 import gzip
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 from rdkit import Chem, rdBase
 
+from pyg_unimol2.bench.shared import moses_test
 from pyg_unimol2.data.samplers import (DynamicBatchSampler,
                                        ScaffoldTemperatureSampler,
                                        padding_fraction)
 from pyg_unimol2.data.splits import murcko_scaffold
 
 HERE = Path(__file__).resolve().parent
-MOSES = Path(os.environ.get('UNIMOL2_SHARED', HERE.parents[1] / 'shared')) \
-    / 'datasets' / 'moses' / 'test.csv.gz'
+MOSES = moses_test()
 
 
 def load(path: Path, count: int, scaffolds: bool):

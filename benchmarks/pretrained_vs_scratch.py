@@ -24,11 +24,11 @@ from typing import Dict, List
 
 from pyg_unimol2.bench.processes import run_parallel
 from pyg_unimol2.bench.results import merge_results
+from pyg_unimol2.bench.shared import shared_datasets
 from pyg_unimol2.checkpoints.writer import latest_checkpoint
 
 HERE = Path(__file__).resolve().parent
-COMPAS = HERE.parent.parent / 'shared' / 'datasets' / 'compas-1d' / \
-    'compas-1D_b3lyp-d3bj_def2-svp.csv'
+COMPAS = shared_datasets() / 'compas-1d' / 'compas-1D_b3lyp-d3bj_def2-svp.csv'
 
 
 def jobs(args) -> List[Dict]:

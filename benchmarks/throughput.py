@@ -72,14 +72,14 @@ from typing import Callable, Dict, List
 import torch
 from torch_geometric.data import Batch
 
+from pyg_unimol2.bench.shared import moses_test
 from pyg_unimol2.data import DenseBatch, from_smiles, to_dense
 from pyg_unimol2.models.official import UNIMOL_TOOLS_HEAD, load_official
 from pyg_unimol2.train.loop import autocast
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SHARED = Path(os.environ.get('UNIMOL2_SHARED', ROOT.parent / 'shared'))
-MOSES_TEST = SHARED / 'datasets' / 'moses' / 'test.csv.gz'
+MOSES_TEST = moses_test()
 
 #: unimol_tools ``molecule_architecture`` fields of each size.
 ARCHS = {
