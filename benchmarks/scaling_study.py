@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from pyg_unimol2.bench.processes import run_parallel
+from pyg_unimol2.bench.results import write_keeping_notes
 from pyg_unimol2.checkpoints import latest_checkpoint
 from pyg_unimol2.checkpoints.bundled import WEIGHTS_DIR, ship_weights
 from pyg_unimol2.pretrain.scaling import read_run, scaling_fit
@@ -165,10 +166,7 @@ def markdown(args, record: dict, table: str, fitted: List[Path],
                      f' |')
     lines += ['', table, '', f'![actual vs predicted]'
               f'({args.results.name}/scaling_fit.png)', '']
-    md = args.results.with_suffix('.md')
-    notes = md.read_text().partition('\n## Notes')[1:] if md.is_file() \
-        else ()
-    md.write_text('\n'.join(lines) + ''.join(notes))  # keeps hand notes
+    write_keeping_notes(args.results.with_suffix('.md'), '\n'.join(lines))
 
 
 def ship(args, record: dict, preset: str, name: str) -> None:

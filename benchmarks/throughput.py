@@ -51,7 +51,8 @@ molecules alone (batch of one, so the official padded normalisation equals
 ours); the JSON reports max |CLS_ours - CLS_off| / max |CLS_off|.
 
 **Profile**: the operators with the most self CPU time in one more
-training step of each implementation (``--no-profile`` skips it).
+training step and one more inference pass of each implementation
+(``--no-profile`` skips it).
 
 Prints a markdown table, writes the JSON (``--out``) and a markdown file
 beside it with the table, the profiles and the command.
@@ -72,6 +73,7 @@ from typing import Callable, Dict, List
 import torch
 from torch_geometric.data import Batch
 
+from pyg_unimol2.bench.results import write_keeping_notes
 from pyg_unimol2.bench.shared import moses_test
 from pyg_unimol2.data import DenseBatch, from_smiles, to_dense
 from pyg_unimol2.models.official import UNIMOL_TOOLS_HEAD, load_official
@@ -302,16 +304,18 @@ def peak_bytes(fn: Callable[[], None]) -> int:
     return peak
 
 
-def op_profile(runners: List[Runner], rows: int = 12) -> Dict[str, list]:
+def op_profile(runners: List[Runner], mode: str,
+               rows: int = 12) -> Dict[str, list]:
     r"""Per implementation, the :obj:`rows` operators with the most self
-    CPU time in an extra (untimed) training step, from
-    :func:`torch.profiler.profile`: ``[name, calls, self CPU ms]``."""
+    CPU time in an extra (untimed) training step or inference pass
+    (:obj:`mode`), from :func:`torch.profiler.profile`:
+    ``[name, calls, self CPU ms]``."""
     from torch.profiler import ProfilerActivity, profile
     tables = {}
     for r in runners:
         for _ in range(2):  # the second: without the profiler's first use
             with profile(activities=[ProfilerActivity.CPU]) as prof:
-                r.step('train')
+                r.step(mode)
         ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
         total = sum(e.self_cpu_time_total for e in ops) / 1e3
         tables[r.name] = [['total', None, round(total, 2)]] + [
@@ -321,16 +325,20 @@ def op_profile(runners: List[Runner], rows: int = 12) -> Dict[str, list]:
 
 
 def profile_markdown(result: dict) -> str:
-    """The op profiles of a case (:func:`op_profile`) as a markdown table,
-    ours beside official."""
-    ours, off = (result['profile'][k] for k in ('ours', 'official'))
-    lines = [f'### {result["case"]}: one training step, self CPU ms per op',
-             '', '| ours: op | calls | ms | official: op | calls | ms |',
-             '|---|---|---|---|---|---|']
-    for a, b in zip(ours, off):
-        lines.append(f'| {a[0]} | {a[1] or ""} | {a[2]} | {b[0]} | '
-                     f'{b[1] or ""} | {b[2]} |')
-    return '\n'.join(lines)
+    """The op profiles of a case (:func:`op_profile`, per mode) as markdown
+    tables, ours beside official."""
+    blocks = []
+    for mode, what in (('train', 'one training step'),
+                       ('infer', 'one inference pass')):
+        ours, off = (result['profile'][mode][k] for k in ('ours', 'official'))
+        lines = [f'### {result["case"]}: {what}, self CPU ms per op', '',
+                 '| ours: op | calls | ms | official: op | calls | ms |',
+                 '|---|---|---|---|---|---|']
+        for a, b in zip(ours, off):
+            lines.append(f'| {a[0]} | {a[1] or ""} | {a[2]} | {b[0]} | '
+                         f'{b[1] or ""} | {b[2]} |')
+        blocks.append('\n'.join(lines))
+    return '\n\n'.join(blocks)
 
 
 def check_equivalence(ours, official, data: list) -> float:
@@ -367,7 +375,8 @@ def run_case(name: str, steps: int, warmup: int, check: int,
         cls_max_rel_diff=max_rel, equivalence_molecules=len(data[:check]))
     result.update(compare(runners, batch_size))
     if profile:
-        result['profile'] = op_profile(runners)
+        result['profile'] = {mode: op_profile(runners, mode)
+                             for mode in ('train', 'infer')}
     return result
 
 
@@ -403,7 +412,7 @@ def main(argv=None) -> dict:
     parser.add_argument('--check', type=int, default=4,
                         help='molecules checked for equivalence')
     parser.add_argument('--no-profile', dest='profile', action='store_false',
-                        help='skip the per-op profile of a training step')
+                        help='skip the per-op profiles')
     parser.add_argument('--smoke', action='store_true',
                         help='toy model, 4 molecules, 2 steps (CI)')
     parser.add_argument('--out', type=Path,
@@ -435,7 +444,8 @@ def main(argv=None) -> dict:
                cpu_count=os.cpu_count(), results=results, failed=failed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + '\n')
-    args.out.with_suffix('.md').write_text(
+    write_keeping_notes(
+        args.out.with_suffix('.md'),
         f'# Throughput: pyg_unimol2 vs official (unimol_tools 0.1.6)\n\n'
         f'```bash\n{command}\n```\n\n'
         f'torch {torch.__version__}, {args.threads} thread(s), '
@@ -444,7 +454,7 @@ def main(argv=None) -> dict:
         f'bytes allocated during one step (profiler allocation events), see '
         f'the docstring of `benchmarks/throughput.py`.\n\n'
         f'{md}\n' + ''.join(f'\n{profile_markdown(r)}\n' for r in results
-                            if 'profile' in r))
+                            if 'profile' in r))  # keeps the notes
     if failed:
         sys.exit(f'{len(failed)} of {len(args.cases)} cases failed: '
                  + ', '.join(f['case'] for f in failed))

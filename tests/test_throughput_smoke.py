@@ -18,6 +18,8 @@ REFERENCE_PYTHON = os.environ.get('UNIMOL2_REFERENCE_PYTHON')
     'of .venv-ref with unimol_tools) is not set; `make test` sets it')
 def test_throughput_smoke(tmp_path):
     out = tmp_path / 'throughput.json'
+    # a previous table with hand-written notes: the notes survive the run
+    out.with_suffix('.md').write_text('old table\n\n## Notes\n\n- by hand\n')
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     subprocess.run([REFERENCE_PYTHON, str(ROOT / 'benchmarks' /
                                           'throughput.py'), '--smoke',
@@ -32,4 +34,11 @@ def test_throughput_smoke(tmp_path):
         for impl in result['implementations'].values():
             assert impl[mode]['molecules_per_s'] > 0
     assert result['cls_max_rel_diff'] < 1e-4
-    assert out.with_suffix('.md').exists()
+    md = out.with_suffix('.md').read_text()
+    assert 'old table' not in md and md.endswith('\n\n## Notes\n\n- by hand\n')
+    for what in ('one training step', 'one inference pass'):
+        assert f'toy-moses-4: {what}, self CPU ms per op' in md
+    for mode in ('train', 'infer'):
+        for impl in ('ours', 'official'):
+            rows = result['profile'][mode][impl]
+            assert rows[0][0] == 'total' and rows[0][2] > 0 and len(rows) > 1

@@ -52,6 +52,20 @@ def markdown_table(title: str, rows: List[Dict], columns: List[str],
     return '\n'.join(lines + [''] + [f'- {n}' for n in notes]) + '\n'
 
 
+#: Heading of the hand-written part of a generated markdown file.
+NOTES_HEADING = '\n## Notes'
+
+
+def write_keeping_notes(path: Path, text: str) -> None:
+    """Writes the generated markdown :obj:`text` to :obj:`path`, keeping the
+    hand-written section of the file there (from its ``## Notes`` heading
+    to the end), if any."""
+    path = Path(path)
+    old = path.read_text() if path.is_file() else ''
+    notes = ''.join(old.partition(NOTES_HEADING)[1:])
+    path.write_text(text.rstrip('\n') + '\n' + notes if notes else text)
+
+
 def write_results(results_dir: str, stem: str, title: str, rows: List[Dict],
                   columns: List[str], units: Dict[str, str], table: str,
                   command: str, meta: Dict,
