@@ -6,7 +6,7 @@ For each case: a model and a copy of it under :func:`torch.compile`
 and compiled steps alternating (median of ``--steps``), for inference
 (``eval``, :func:`torch.inference_mode`) and a training step (``train``,
 forward, CLS loss, backward). Writes ``--out`` (JSON) and a markdown table
-beside it::
+beside it (keeping its hand-written ``## Notes``)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compile.py --threads 1 \
         --out benchmarks/results/compile.json
@@ -24,6 +24,7 @@ from torch_geometric.data import Batch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import CASES, moses_data, qm9_data  # noqa: E402
 
+from pyg_unimol2.bench.results import write_keeping_notes  # noqa: E402
 from pyg_unimol2.data import to_dense  # noqa: E402
 from pyg_unimol2.models import UniMol2  # noqa: E402
 
@@ -98,7 +99,8 @@ def main(argv=None) -> None:
                          f'| {m["eager_s"] * 1e3:.1f} | '
                          f'{m["compiled_s"] * 1e3:.1f} | '
                          f'{m["speedup"]:.2f}x |')
-    args.out.with_suffix('.md').write_text('\n'.join(lines) + '\n')
+    write_keeping_notes(args.out.with_suffix('.md'),
+                        '\n'.join(lines) + '\n')
 
 
 if __name__ == '__main__':

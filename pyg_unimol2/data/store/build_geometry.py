@@ -30,8 +30,7 @@ from .dask_build import dask_client
 from .format import (FORMAT_VERSION, LABELS, hash64,
                      pack_graph, shard_name)
 from .write import (BuildSummary, build_inputs, Result, compute_shards,
-                    finalize, open_build, pending_shards, print_failures,
-                    write_shard)
+                    finish_build, open_build, pending_shards, write_shard)
 
 __all__ = ['build_geometry_store', 'group_key']
 
@@ -231,19 +230,7 @@ def build_geometry_store(inputs: Union[PathLike, Sequence[PathLike]],
             lookahead=shard_size, client=client)
     featurize_seconds = time.perf_counter() - t0
     num_shards = math.ceil(sum(file_records) / shard_size)
-    manifest = finalize(out, inputs, file_records, settings, num_shards,
-                        LABELS, FAILURE_COLUMNS)
-    counts = manifest['counts']
-    summary = BuildSummary(str(out), counts['records'], counts['molecules'],
-                           counts['failures'], num_shards, built_shards,
-                           built_records, time.perf_counter() - start)
-    if verbose:
-        rate = built_records / featurize_seconds if featurize_seconds else 0
-        where = f'{workers} workers' if scheduler is None else \
-            f'Dask cluster {scheduler}'
-        print(f'{out}: {counts["molecules"]} structures in {num_shards} '
-              f'shards, {counts["failures"]} failures; featurized '
-              f'{built_records} records in {featurize_seconds:.1f} s '
-              f'({rate:.1f} mol/s, {where})')
-        print_failures(out, lambda row: row[2])
-    return summary
+    return finish_build(out, inputs, file_records, settings, num_shards,
+                        LABELS, FAILURE_COLUMNS, built_shards, built_records,
+                        start, featurize_seconds, workers, scheduler,
+                        'structures', lambda row: row[2], verbose)

@@ -29,8 +29,7 @@ from .dask_build import dask_client
 from .format import (FORMAT_VERSION, hash64, pack_graph,
                      shard_name)
 from .write import (BuildSummary, build_inputs, Result, compute_shards,
-                    finalize, open_build, pending_shards, print_failures,
-                    write_shard)
+                    finish_build, open_build, pending_shards, write_shard)
 
 __all__ = ['build_store', 'read_records', 'Record']
 
@@ -297,22 +296,10 @@ def build_store(inputs: Union[PathLike, Sequence[PathLike]],
                                time_limit=time_limit, lookahead=shard_size,
                                client=client)
         featurize_seconds = time.perf_counter() - t0
-    manifest = finalize(out, inputs, file_records, settings, num_shards, (),
-                        FAILURE_COLUMNS)
-    counts = manifest['counts']
-    summary = BuildSummary(str(out), counts['records'], counts['molecules'],
-                           counts['failures'], num_shards, len(pending),
-                           built_records, time.perf_counter() - start)
-    if verbose:
-        rate = built_records / featurize_seconds if featurize_seconds else 0
-        where = f'{workers} workers' if scheduler is None else \
-            f'Dask cluster {scheduler}'
-        print(f'{out}: {counts["molecules"]} molecules in {num_shards} shards'
-              f', {counts["failures"]} failures; featurized {built_records} '
-              f'records in {featurize_seconds:.1f} s ({rate:.1f} mol/s, '
-              f'{where})')
-        print_failures(out, lambda row: f'{Path(row[0]).name}:{row[1]}: '
-                                        f'{row[3]}')
-    return summary
+    return finish_build(out, inputs, file_records, settings, num_shards, (),
+                        FAILURE_COLUMNS, len(pending), built_records, start,
+                        featurize_seconds, workers, scheduler, 'molecules',
+                        lambda row: f'{Path(row[0]).name}:{row[1]}: {row[3]}',
+                        verbose)
 
 

@@ -470,6 +470,45 @@ def finalize(out: Path, inputs: Sequence[Path], file_records: List[int],
     return manifest
 
 
+def finish_build(out: Path, inputs: Sequence[Path], file_records: List[int],
+                 settings: Dict, num_shards: int, labels: Sequence[str],
+                 failure_columns: Sequence[str], built_shards: int,
+                 built_records: int, start: float, featurize_seconds: float,
+                 workers: int, scheduler: Optional[str], noun: str,
+                 failure_line: Callable[[List[str]], str],
+                 verbose: bool) -> BuildSummary:
+    """Finalizes a built store (:func:`finalize`) and returns its summary;
+    if :obj:`verbose`, prints it (``{out}: N {noun} in S shards, ...``,
+    with the featurization rate) and the first failures, each as
+    ``failure_line(row)`` of ``failures.csv``.
+
+    Args:
+        built_shards (int): shards written by this call (not resumed).
+        built_records (int): records featurized by this call.
+        start (float): :func:`time.perf_counter` at the start of the build.
+        featurize_seconds (float): time spent featurizing.
+        workers (int): local worker processes (reported when
+            :obj:`scheduler` is :obj:`None`).
+        scheduler (str, optional): the Dask scheduler address.
+    """
+    manifest = finalize(out, inputs, file_records, settings, num_shards,
+                        labels, failure_columns)
+    counts = manifest['counts']
+    summary = BuildSummary(str(out), counts['records'], counts['molecules'],
+                           counts['failures'], num_shards, built_shards,
+                           built_records, time.perf_counter() - start)
+    if verbose:
+        rate = built_records / featurize_seconds if featurize_seconds else 0
+        where = f'{workers} workers' if scheduler is None else \
+            f'Dask cluster {scheduler}'
+        print(f'{out}: {counts["molecules"]} {noun} in {num_shards} shards, '
+              f'{counts["failures"]} failures; featurized {built_records} '
+              f'records in {featurize_seconds:.1f} s ({rate:.1f} mol/s, '
+              f'{where})')
+        print_failures(out, failure_line)
+    return summary
+
+
 def print_failures(out: Path, line: Callable[[List[str]], str],
                    limit: int = 20) -> None:
     """Prints the first :obj:`limit` rows of ``failures.csv``, each as
