@@ -1,5 +1,5 @@
 """One two-track (atom + pair) Uni-Mol2 block (paper eqs. 4 and 5)."""
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -172,7 +172,8 @@ class UniMol2Block(nn.Module):
                 num_tokens: Optional[Tensor] = None,
                 chunk_size: Optional[int] = None,
                 pair_index: Optional[Tensor] = None,
-                inplace: bool = False) -> Tuple[Tensor, Tensor]:
+                inplace: bool = False,
+                counts: Optional[List[int]] = None) -> Tuple[Tensor, Tensor]:
         r"""
         Args:
             x (Tensor): atom representation ``[B, N, E]``.
@@ -189,6 +190,12 @@ class UniMol2Block(nn.Module):
                 :math:`bN^2 + iN + j` ``[K]`` of all real pairs of
                 :obj:`mask` when :obj:`pair` is packed: the pair track then
                 runs on those rows only (padded pairs are never computed).
+            inplace (bool, optional): add the updates into :obj:`x` and
+                :obj:`pair` (inference only: not differentiable).
+                (default: :obj:`False`)
+            counts (list of int, optional): the real-token counts of a
+                :obj:`mask` whose real tokens come first, for the packed
+                outer product (:meth:`OuterProduct.forward`).
 
         Returns:
             (Tensor, Tensor): updated atom and pair representations (pairs
@@ -209,7 +216,7 @@ class UniMol2Block(nn.Module):
         pair = self._residual(
             pair,
             self.opm(self.x_layer_norm_opm(x), mask, num_tokens, chunk_size,
-                     pair_index), molecule, B, inplace)
+                     pair_index, counts), molecule, B, inplace)
         pair = self._row_residual(
             pair,
             self.pair_tri_mul(self.pair_layer_norm_trimul(pair), mask,

@@ -5,7 +5,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ._utils import pack_pairs, real_pair_index, unpack_pairs
+from ._utils import (pack_pairs, prefix_counts, real_pair_index,
+                     unpack_pairs)
 from .block import UniMol2Block
 
 
@@ -122,11 +123,13 @@ class UniMol2Encoder(nn.Module):
         chunk_size = chunk_size if chunk_size is not None else self.chunk_size
         B, N = x.shape[:2]
         x = self.layer_norm(x)
-        index = pair_mask = None
+        index = pair_mask = counts = None
         if mask is not None and not bool(mask.all()):
             if chunk_size is None:  # packed [K, P]: real pairs only
                 index = real_pair_index(mask)
                 pair = pack_pairs(pair, index)
+                # read back once for all blocks (a device sync on GPU)
+                counts = prefix_counts(mask)
             else:
                 pair_mask = (mask.unsqueeze(2) & mask.unsqueeze(1))[..., None]
         pair = self.pair_layer_norm(pair)
@@ -140,10 +143,11 @@ class UniMol2Encoder(nn.Module):
         for layer in self.layers:
             if use_ckpt:
                 x, pair = checkpoint(layer, x, pair, mask, num_tokens,
-                                     chunk_size, index, use_reentrant=False)
+                                     chunk_size, index, False, counts,
+                                     use_reentrant=False)
             else:
                 x, pair = layer(x, pair, mask, num_tokens, chunk_size, index,
-                                inplace)
+                                inplace, counts)
             if pair_mask is not None:
                 pair = pair.masked_fill(~pair_mask, 0.0)
         if index is not None:

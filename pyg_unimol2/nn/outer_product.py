@@ -203,7 +203,8 @@ class OuterProduct(nn.Module):
     def forward(self, x: Tensor, mask: Optional[Tensor] = None,
                 num_tokens: Optional[Tensor] = None,
                 chunk_size: Optional[int] = None,
-                pair_index: Optional[Tensor] = None) -> Tensor:
+                pair_index: Optional[Tensor] = None,
+                counts: Optional[List[int]] = None) -> Tensor:
         r"""
         Args:
             x (Tensor): atom representation ``[B, N, E]``.
@@ -214,6 +215,12 @@ class OuterProduct(nn.Module):
                 this many rows :math:`i`. (default: :obj:`None`)
             pair_index (LongTensor, optional): return only the pairs with
                 these flat indices :math:`bN^2 + iN + j` ``[K]``, packed.
+            counts (list of int, optional): the real-token counts of
+                :obj:`mask` if its real tokens come first
+                (:func:`~pyg_unimol2.nn._utils.prefix_counts`), given by a
+                caller that runs several blocks on one mask, so that they
+                are read back from the device once; computed here when
+                needed otherwise.
 
         Returns:
             Tensor: ``[B, N, N, P]``, or ``[K, P]`` with :obj:`pair_index`.
@@ -235,8 +242,9 @@ class OuterProduct(nn.Module):
         # z[b, i, (j, p)] = sum_c a[b, i, c] t[b, (j, p), c] (_OuterRows;
         # with chunk_size, t is rebuilt for every block of rows)
         weight = self.linear_out.weight.view(P * h, h).to(b.dtype)
-        counts = None
-        if pair_index is not None and len(_blocks(b, weight)) == B:
+        if pair_index is None or len(_blocks(b, weight)) < B:
+            counts = None
+        elif counts is None:
             counts = prefix_counts(mask)
         if counts is not None:  # a molecule per block: real rows only
             bias = self.linear_out.bias.to(b.dtype) * norm.view(B, 1)

@@ -66,3 +66,25 @@ def test_encoder_checkpointing_identical_grads():
     assert torch.equal(ax, bx) and torch.equal(ap, bp)
     for a, b in zip(ag, bg):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_encoder_reads_token_counts_once(monkeypatch):
+    # With one molecule per outer-product block (as for 84M), every block
+    # takes the packed per-molecule path; the encoder reads the real-token
+    # counts back once (a device sync on GPU), not once per block.
+    from pyg_unimol2.nn import _utils, encoder, outer_product
+    x, pair, mask = inputs()
+    enc = UniMol2Encoder(3, 16, 8, 4, num_heads=4).eval()
+    ox, op = enc(x, pair, mask, chunk_size=6)  # dense path: no packing
+    reads, packed = [], []
+    monkeypatch.setattr(outer_product, '_BLOCK_VALUES', 1)
+    monkeypatch.setattr(encoder, 'prefix_counts',
+                        lambda m: reads.append(1) or _utils.prefix_counts(m))
+    monkeypatch.setattr(outer_product, 'prefix_counts', None)  # not called
+    original = outer_product._PackedOuterRows.apply
+    monkeypatch.setattr(outer_product._PackedOuterRows, 'apply',
+                        lambda *v: packed.append(v[-1]) or original(*v))
+    px, pp = enc(x, pair, mask)
+    assert reads == [1] and packed == [[6, 4]] * 3
+    assert torch.allclose(px, ox, atol=1e-5)
+    assert torch.allclose(pp, op, atol=1e-5)
