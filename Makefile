@@ -67,9 +67,8 @@ throughput: $(REF)
 		--threads 1 --out benchmarks/results/throughput.json
 
 # glibc's malloc backs the heap with transparent huge pages where the kernel
-# grants them on request (glibc >= 2.35; ignored elsewhere): fewer TLB misses
-# on the tensors it hands out again: 2-9% less training-step time in paired
-# runs here.
+# grants them on request (glibc >= 2.35; ignored elsewhere): fewer page
+# faults and TLB misses, 2-9% less training-step time in paired runs here.
 CPU_TUNING := GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 
 run: $(CORE)
