@@ -31,7 +31,8 @@ def _specs(args: argparse.Namespace):
         specs = [DatasetSpec(name=Path(p).name.split('.')[0] if
                              len(args.data) > 1 else 'data', path=p,
                              smiles_col=args.smiles_col,
-                             targets=args.targets, **split)
+                             targets=args.targets,
+                             max_atoms=args.max_atoms, **split)
                  for p in args.data]
     elif args.dataset:
         names = args.dataset.split(',')
@@ -40,7 +41,8 @@ def _specs(args: argparse.Namespace):
                               'several datasets with their tasks in --config')
         specs = [DatasetSpec(name=n, builtin=n, path=args.csv,
                              targets=args.targets, subset=args.subset,
-                             **split) for n in names]
+                             max_atoms=args.max_atoms, **split)
+                 for n in names]
     else:
         raise ConfigError('unimol2 finetune needs data: give --data FILE, '
                           '--dataset NAME or --config FILE')
@@ -331,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
                      'CSV)')
     src.add_argument('--subset', type=int, default=None,
                      help='use a seeded random subset (QM9, COMPAS-1D)')
+    src.add_argument('--max-atoms', type=int, default=256,
+                     help='atom limit (heavy atoms; default: 256; '
+                     'unimol_tools uses 128): larger molecules are skipped '
+                     'and listed in the dataset\'s report (with --config: '
+                     'max_atoms of each [[datasets]] entry)')
     src.add_argument('--split', choices=['random', 'scaffold',
                                          'scaffold_similarity', 'column',
                                          'kfold'], default='random')

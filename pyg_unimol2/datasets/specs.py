@@ -70,6 +70,9 @@ class DatasetSpec:
         weight (float): loss weight of this dataset.
         subset (int, optional): a seeded random subset (QM9, COMPAS-1D).
         target (str): the MoleculeACE set, e.g. ``'CHEMBL204_Ki'``.
+        max_atoms (int): the atom limit (heavy atoms): larger molecules
+            are skipped and listed in the dataset's report (files, B3DB,
+            FreeSolv, MoleculeACE; QM9 and COMPAS-1D molecules are small).
     """
     name: str
     builtin: Optional[str] = None
@@ -85,6 +88,7 @@ class DatasetSpec:
     weight: float = 1.0
     subset: Optional[int] = None
     target: str = 'CHEMBL204_Ki'
+    max_atoms: int = 256
 
     def __post_init__(self) -> None:
         if self.builtin is not None and self.builtin not in BUILTIN:
@@ -95,6 +99,9 @@ class DatasetSpec:
         if self.builtin is None and self.path is None:
             raise ConfigError(f"dataset '{self.name}': give a path (or a "
                               f"builtin dataset)")
+        if not isinstance(self.max_atoms, int) or self.max_atoms < 1:
+            raise ConfigError(f"dataset '{self.name}': max_atoms must be a "
+                              f"positive integer (got {self.max_atoms!r})")
         if self.split not in SPLITS:
             raise ConfigError(f"dataset '{self.name}': unknown split "
                               f"'{self.split}' (use one of "
@@ -112,6 +119,22 @@ class DatasetSpec:
         if self.targets:
             return parse_targets(self.targets)
         return None
+
+
+def _within_atom_limit(dataset, spec: DatasetSpec):
+    """:obj:`dataset` (QM9, COMPAS-1D: featurized with the default limit)
+    without its molecules over ``spec.max_atoms`` heavy atoms, and their
+    count printed."""
+    if spec.max_atoms >= DatasetSpec.max_atoms:
+        return dataset
+    keep = [i for i in range(len(dataset))
+            if dataset[i].num_nodes <= spec.max_atoms]
+    if len(keep) < len(dataset):
+        print(f"dataset '{spec.name}': {len(dataset) - len(keep)} of "
+              f"{len(dataset)} molecules have more than {spec.max_atoms} "
+              f"heavy atoms (max_atoms) and are skipped")
+        dataset = dataset.index_select(keep)
+    return dataset
 
 
 def spec_from_dict(entry: Dict[str, Any]) -> DatasetSpec:
@@ -191,8 +214,9 @@ def open_dataset(spec: DatasetSpec, root: str, *,
         out = [declared.get(n, Task(name=n)) for n in names]
         for t in out:
             t.unit = t.unit or table[t.name].unit
-        return dataset, out
-    common = dict(workers=workers, progress=progress)
+        return _within_atom_limit(dataset, spec), out
+    common = dict(workers=workers, progress=progress,
+                  max_atoms=spec.max_atoms)
     if kind == 'b3db':
         dataset = B3DB(folder, spec.path, tasks=tasks, **common)
     elif kind == 'moleculeace':
@@ -211,10 +235,12 @@ def open_dataset(spec: DatasetSpec, root: str, *,
                               f"'col:regression')")
         if file_kind(spec.path) == 'sdf':
             dataset = SDFDataset(folder, spec.path, tasks,
-                                 split_prop=spec.split_col, progress=progress)
+                                 split_prop=spec.split_col, progress=progress,
+                                 max_atoms=spec.max_atoms)
         elif file_kind(spec.path) == 'xyz':
             dataset = XYZDataset(folder, spec.path, tasks,
-                                 split_prop=spec.split_col, progress=progress)
+                                 split_prop=spec.split_col, progress=progress,
+                                 max_atoms=spec.max_atoms)
         else:
             dataset = TabularDataset(folder, spec.path, tasks,
                                      smiles_col=spec.smiles_col,

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import SHARED, read_moses
 from pyg_unimol2.cli import main
+from pyg_unimol2.errors import ConfigError
 from pyg_unimol2.data.samplers import dataset_probabilities
 
 B3DB = SHARED / 'datasets' / 'b3db' / 'B3DB_classification.tsv'
@@ -222,3 +223,43 @@ def test_sdf_file_trains_and_predicts_with_its_conformers(tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(r['index']) for r in rows] == list(range(24))
     assert all(np.isfinite(float(r['tpsa'])) for r in rows)
+
+
+def test_max_atoms_skips_larger_molecules_and_reports_them(tmp_path, capsys):
+    from rdkit import Chem
+    source = SHARED / 'datasets' / 'freesolv' / 'freesolv.csv'
+    _head(source, tmp_path / 'solv.csv', range(60), ',')
+    with open(tmp_path / 'solv.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    heavy = [Chem.MolFromSmiles(r['smiles']).GetNumHeavyAtoms() for r in rows]
+    limit = 6
+    assert 10 < sum(n > limit for n in heavy) < 50  # both kinds present
+    _run(['finetune', '--data', str(tmp_path / 'solv.csv'), '--targets',
+          'expt', '--max-atoms', str(limit), '--preset', 'tiny', '--epochs',
+          '1', '--batch-size', '16', '--root', str(tmp_path / 'data'),
+          '--workers', '1', '--out', str(tmp_path / 'run')], capsys)
+    split = np.load(tmp_path / 'run' / 'split_data_random_seed0.npz')
+    kept = sum(len(split[k]) for k in ('train', 'valid', 'test'))
+    assert kept == sum(n <= limit for n in heavy)
+    report, = (tmp_path / 'data').rglob('*report*.csv')
+    with open(report, newline='') as f:
+        reasons = [r['reason'] for r in csv.DictReader(f)]
+    assert len(reasons) == sum(n > limit for n in heavy)
+    assert all(f'max_atoms={limit}' in r for r in reasons)
+
+
+def test_max_atoms_on_qm9_drops_the_larger_molecules(tmp_path, capsys):
+    from pyg_unimol2.datasets.specs import DatasetSpec, open_dataset
+    whole, _ = open_dataset(DatasetSpec('qm9', builtin='qm9', subset=200),
+                            str(tmp_path), workers=1, progress=False)
+    small, _ = open_dataset(DatasetSpec('qm9', builtin='qm9', subset=200,
+                                        max_atoms=8),
+                            str(tmp_path), workers=1, progress=False)
+    sizes = [d.num_nodes for d in whole]
+    assert 0 < sum(n > 8 for n in sizes) < len(sizes)
+    assert [d.smiles for d in small] == \
+        [d.smiles for d, n in zip(whole, sizes) if n <= 8]
+    assert f'{sum(n > 8 for n in sizes)} of 200 molecules have more than ' \
+        f'8 heavy atoms' in capsys.readouterr().out
+    with pytest.raises(ConfigError, match='max_atoms'):
+        DatasetSpec('qm9', builtin='qm9', max_atoms=0)
