@@ -35,6 +35,8 @@ import os.path as osp
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
+from torch_geometric.data import Dataset
+
 from ..config_file import read_config_file
 from ..data.splits import (Split, column_split, kfold_split, make_split)
 from ..errors import ConfigError, MissingFileError, UserError
@@ -71,8 +73,9 @@ class DatasetSpec:
         subset (int, optional): a seeded random subset (QM9, COMPAS-1D).
         target (str): the MoleculeACE set, e.g. ``'CHEMBL204_Ki'``.
         max_atoms (int): the atom limit (heavy atoms): larger molecules
-            are skipped and listed in the dataset's report (files, B3DB,
-            FreeSolv, MoleculeACE; QM9 and COMPAS-1D molecules are small).
+            are skipped, listed in the dataset's report (files, B3DB,
+            FreeSolv, MoleculeACE) or counted on the console (QM9,
+            COMPAS-1D).
     """
     name: str
     builtin: Optional[str] = None
@@ -121,10 +124,9 @@ class DatasetSpec:
         return None
 
 
-def _within_atom_limit(dataset, spec: DatasetSpec):
-    """:obj:`dataset` (QM9, COMPAS-1D: featurized with the default limit)
-    without its molecules over ``spec.max_atoms`` heavy atoms, and their
-    count printed."""
+def _within_atom_limit(dataset: Dataset, spec: DatasetSpec) -> Dataset:
+    """:obj:`dataset` (QM9 or COMPAS-1D, featurized whole) without its
+    molecules over ``spec.max_atoms`` heavy atoms, their count printed."""
     if spec.max_atoms >= DatasetSpec.max_atoms:
         return dataset
     keep = [i for i in range(len(dataset))
