@@ -454,7 +454,7 @@ def main(argv=None) -> dict:
         f'bytes allocated during one step (profiler allocation events), see '
         f'the docstring of `benchmarks/throughput.py`.\n\n'
         f'{md}\n' + ''.join(f'\n{profile_markdown(r)}\n' for r in results
-                            if 'profile' in r))  # keeps the notes
+                            if 'profile' in r))
     if failed:
         sys.exit(f'{len(failed)} of {len(args.cases)} cases failed: '
                  + ', '.join(f['case'] for f in failed))

@@ -61,6 +61,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from pyg_unimol2.bench.shared import shared_datasets
 from pyg_unimol2.data.geometry import BOHR_ANGSTROM, HARTREE_EV, KCAL_MOL_EV
 from pyg_unimol2.data.workers import ItemFailure, imap_isolated
 
@@ -82,11 +83,7 @@ SPICE_FILE = 'spice_gfn2xtb.hdf5'
 RMD17_DIR = os.path.join('rmd17', 'npz_data')
 FAILURES_FILE = 'failures.csv'
 MANIFEST_FILE = 'manifest.json'
-#: ``shared/`` beside the repository (as for the tests), or UNIMOL2_SHARED.
-SHARED = os.environ.get('UNIMOL2_SHARED', os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__)))), 'shared'))
-MOSES_TRAIN = os.path.join(SHARED, 'datasets', 'moses', 'train.csv.gz')
+MOSES_TRAIN = str(shared_datasets() / 'moses' / 'train.csv.gz')
 LEVEL = 'GFN2-xTB'
 SPICE_SUBSET = 'MOSES GFN2-xTB'
 #: Bump when the content made from the same settings changes.

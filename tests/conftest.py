@@ -12,6 +12,8 @@ import torch
 from hypothesis import HealthCheck, settings
 from rdkit import Chem
 
+from pyg_unimol2.bench.shared import shared_datasets
+
 # pytest-xdist runs one worker per core: one thread each avoids
 # oversubscribing the cores (OpenMP threads then wait on each other).
 torch.set_num_threads(1)
@@ -29,9 +31,9 @@ settings.register_profile('fuzz', derandomize=False, database=None,
                           suppress_health_check=_FUZZ_CHECKS)
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
-#: ``shared/`` sits beside the repository (override with UNIMOL2_SHARED).
-SHARED = Path(os.environ.get(
-    'UNIMOL2_SHARED', Path(__file__).resolve().parents[2] / 'shared'))
+#: ``shared/`` beside the repository (override with UNIMOL2_SHARED), as for
+#: the benchmarks.
+SHARED = shared_datasets().parent
 MOSES_TEST = SHARED / 'datasets' / 'moses' / 'test.csv.gz'
 COMPAS_CSV = SHARED / 'datasets' / 'compas-1d' / 'compas-1D_b3lyp-d3bj_def2-svp.csv'
 

@@ -1,8 +1,9 @@
-"""Where the benchmark scripts find the shared datasets."""
+"""Where the benchmark and dataset scripts and the tests find the shared
+datasets."""
 import os
 from pathlib import Path
 
-#: The source checkout the benchmarks run from (an editable install).
+#: The source checkout the scripts run from (an editable install).
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
